@@ -1,0 +1,76 @@
+"""Canonical per-frame records and `records.jsonl` I/O: what every reader produces and every writer reads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+RECORDS_FILE = "records.jsonl"
+DATASET_META_FILE = "dataset.json"
+
+
+@dataclass
+class ObjectAnn:
+    """One visible object in one frame; `bbox` is [x1, y1, x2, y2] in image pixels, x2/y2 exclusive."""
+
+    object_id: int
+    label: str
+    bbox: list[int]
+    area: int
+    rle: dict[str, Any]  # COCO compressed RLE {"size": [h, w], "counts": str}
+
+
+@dataclass
+class FrameRecord:
+    """One annotated frame; `image` is a path relative to the dataset folder."""
+
+    id: str
+    source: str
+    video_id: str
+    frame_index: int
+    image: str
+    width: int
+    height: int
+    objects: list[ObjectAnn] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FrameRecord:
+        objects = [ObjectAnn(**obj) for obj in data.get("objects", [])]
+        fields = {k: data[k] for k in ("id", "source", "video_id", "frame_index", "image", "width", "height")}
+        return cls(**fields, objects=objects)
+
+    @property
+    def labels(self) -> list[str]:
+        return [obj.label for obj in self.objects]
+
+
+def write_records(records: Iterable[FrameRecord], path: str | Path) -> int:
+    """Write records as JSON lines; returns how many were written."""
+    count = 0
+    with open(path, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record.to_dict(), separators=(",", ":")) + "\n")
+            count += 1
+    return count
+
+
+def iter_records(path: str | Path) -> Iterator[FrameRecord]:
+    """Stream records from a JSON-lines file."""
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield FrameRecord.from_dict(json.loads(line))
+
+
+def read_records(path: str | Path) -> list[FrameRecord]:
+    """Read every record of a JSON-lines file (or of a dataset folder's records.jsonl)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RECORDS_FILE
+    return list(iter_records(path))
