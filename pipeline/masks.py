@@ -77,19 +77,49 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def mask_to_polygon(mask: np.ndarray, max_points: int = 16) -> list[float]:
-    """Largest outer contour, simplified to at most `max_points` vertices, as flat [x1, y1, x2, y2, ...]."""
+    """Outline of the largest region through pixel corners, simplified to at most `max_points` vertices, flat."""
     import cv2
 
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
+    if max_points < 3:
+        raise ValueError(f"max_points must be at least 3, got {max_points}")
+    binary = np.asarray(mask) > 0
+    ys, xs = np.nonzero(binary)
+    if len(xs) == 0:
         return []
-    contour = max(contours, key=cv2.contourArea)
-    epsilon = 0.002 * cv2.arcLength(contour, True)
-    approx = cv2.approxPolyDP(contour, epsilon, True)
-    while len(approx) > max_points:
-        epsilon *= 1.5
-        approx = cv2.approxPolyDP(contour, epsilon, True)
-    return [float(v) for point in approx.reshape(-1, 2) for v in point]
+    x0, y0 = int(xs.min()), int(ys.min())
+    crop = binary[y0 : int(ys.max()) + 1, x0 : int(xs.max()) + 1]
+    # Pixel (x, y) covers the square [x, x+1] x [y, y+1]. On a doubled grid its corners and edge midpoints are
+    # cells of their own, so the boundary cells cv2 traces there are the pixel-corner outline; a plain contour
+    # runs through boundary pixel centres and loses half a pixel on every side. A zero border keeps cv2 off the edge.
+    h, w = crop.shape
+    fine = np.zeros((2 * h + 3, 2 * w + 3), dtype=np.uint8)
+    fine[2 : 2 * h + 1 : 2, 2 : 2 * w + 1 : 2] = crop
+    fine = cv2.dilate(fine, np.ones((3, 3), np.uint8))
+    contours, _ = cv2.findContours(fine, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contour = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float32)
+    points = (contour - 1.0) / 2.0 + np.array([x0, y0], dtype=np.float32)
+    return [float(v) for point in _simplify(points, max_points) for v in point]
+
+
+def _simplify(points: np.ndarray, max_points: int) -> np.ndarray:
+    """Douglas-Peucker with the smallest tolerance (bisection) that fits the point budget."""
+    import cv2
+
+    if len(points) <= max_points:
+        return points
+    closed = points.reshape(-1, 1, 2)
+    low, high = 0.0, float(np.ptp(points, axis=0).max()) + 1.0
+    best = cv2.approxPolyDP(closed, high, True)
+    for _ in range(30):
+        middle = (low + high) / 2
+        approx = cv2.approxPolyDP(closed, middle, True)
+        if len(approx) <= max_points:
+            high, best = middle, approx
+        else:
+            low = middle
+        if high - low < 1e-3:
+            break
+    return best.reshape(-1, 2)
 
 
 def polygon_to_mask(polygon: list[float], height: int, width: int) -> np.ndarray:
@@ -113,3 +143,11 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     inter = np.logical_and(a, b).sum()
     union = np.logical_or(a, b).sum()
     return float(inter / union) if union else 0.0
+
+
+def rle_iou(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """IoU of two COCO RLEs without decoding them; 0.0 when their sizes differ."""
+    ca, cb = _to_coco(a), _to_coco(b)
+    if [int(v) for v in ca["size"]] != [int(v) for v in cb["size"]]:
+        return 0.0
+    return float(mask_utils.iou([ca], [cb], [0])[0][0])

@@ -1,0 +1,496 @@
+"""Trainer callbacks of a run folder: progress JSONL, TensorBoard, checkpoint manifests / best / pruning,
+early stopping and cancel (SIGTERM or RUN/STOP). Only rank 0 writes; every callback is cheap on the step path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import queue
+import re
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from .atomic import atomic_write_text
+
+PROGRESS_FILE = "progress.jsonl"
+MANIFEST = "manifest.json"
+BEST_FILE = "best.json"
+STOP_FILE = "STOP"
+STATE_FILE = "studio_state.json"  # early-stopping counters, saved inside each checkpoint
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+
+
+# -- progress.jsonl --------------------------------------------------------------------------------------
+def _last_event(path: Path) -> dict[str, Any]:
+    """The last complete JSON line of a progress file ({} when none)."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(max(0, size - 65536))
+            lines = handle.read().splitlines()
+    except FileNotFoundError:
+        return {}
+    for line in reversed(lines):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            return event
+    return {}
+
+
+class ProgressWriter:
+    """Appends events to RUN/progress.jsonl from a background thread; each event gets the next `seq`."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True) -> None:
+        self.path = Path(run_dir) / PROGRESS_FILE
+        self.enabled = enabled
+        last = _last_event(self.path) if enabled else {}
+        self.seq = int(last.get("seq", 0)) if isinstance(last.get("seq"), int) else 0
+        self.previous_elapsed = float(last.get("elapsed_s") or 0.0)
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._drain, name="progress-writer", daemon=True)
+        if enabled:
+            self._thread.start()
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Queue one event (returns at once)."""
+        if not self.enabled:
+            return
+        self.seq += 1
+        self._queue.put({"seq": self.seq, "time": round(time.time(), 3), **event})
+
+    def _drain(self) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            while True:
+                event = self._queue.get()
+                if event is None:
+                    return
+                lines = [event]
+                while not self._queue.empty():  # batch what piled up into one write
+                    more = self._queue.get()
+                    if more is None:
+                        self._queue.put(None)
+                        break
+                    lines.append(more)
+                handle.write("".join(json.dumps(_clean(e), separators=(",", ":")) + "\n" for e in lines))
+                handle.flush()
+
+    def close(self) -> None:
+        """Write everything queued, then stop the thread."""
+        if self.enabled and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+
+
+def _clean(event: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe values: NaN/inf become null, tensors and numpy scalars become floats."""
+    out: dict[str, Any] = {}
+    for key, value in event.items():
+        if hasattr(value, "item") and not isinstance(value, dict | list):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        out[key] = _clean(value) if isinstance(value, dict) else value
+    return out
+
+
+class Throughput:
+    """Counts samples and non-padding tokens on the training thread without forcing a device sync."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self._tokens: Any = 0
+
+    def add(self, inputs: dict[str, Any]) -> None:
+        mask = inputs.get("attention_mask")
+        ids = inputs.get("input_ids")
+        if mask is not None:
+            self.samples += int(mask.shape[0])
+            self._tokens = self._tokens + mask.sum()
+        elif ids is not None:
+            self.samples += int(ids.shape[0])
+            self._tokens = self._tokens + ids.numel()
+
+    @property
+    def tokens(self) -> int:
+        return int(self._tokens)
+
+
+def memory_now() -> dict[str, int]:
+    """Resident memory of this process and, on CUDA, the peak allocated by torch (bytes)."""
+    import psutil
+    import torch
+
+    out = {"rss": int(psutil.Process().memory_info().rss)}
+    if torch.cuda.is_available():
+        out["cuda_max_allocated"] = int(torch.cuda.max_memory_allocated())
+    return out
+
+
+class RunProgressCallback(TrainerCallback):
+    """One JSON line per log step (loss, lr, speed, ETA, memory) plus eval events; rank 0 only."""
+
+    def __init__(self, writer: ProgressWriter, throughput: Throughput, world_size: int = 1) -> None:
+        self.writer, self.throughput, self.world = writer, throughput, world_size
+        self.start = self.last_time = time.monotonic()
+        self.start_step = self.last_step = 0
+        self.last_samples = self.last_tokens = 0
+        self.begin_event: dict[str, Any] = {}
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.start = self.last_time = time.monotonic()
+        self.start_step = self.last_step = state.global_step
+        if state.is_world_process_zero and self.begin_event:
+            if self.begin_event.get("event") == "resume":
+                self.begin_event.update(_optimizer_summary(kwargs.get("optimizer"), kwargs.get("lr_scheduler")))
+            self.writer.emit({**self.begin_event, "total_steps": state.max_steps, "step": state.global_step})
+
+    def _pause(self, state: Any) -> None:
+        """Evaluation and saving follow the log of the same step: keep their time out of the next speed."""
+        if state.global_step == self.last_step:
+            self.last_time = time.monotonic()
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._pause(state)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._pause(state)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        if any(key.startswith("eval_") for key in logs):
+            self.writer.emit({"event": "eval", "step": state.global_step, "epoch": state.epoch, **logs})
+            return
+        if "loss" not in logs:
+            return  # the Trainer's closing summary; the end event carries it
+        now = time.monotonic()
+        samples, tokens = self.throughput.samples, self.throughput.tokens
+        span = max(now - self.last_time, 1e-9)
+        done = state.global_step - self.start_step
+        per_step = (now - self.start) / done if done else 0.0
+        self.writer.emit({
+            "event": "log", "step": state.global_step, "total_steps": state.max_steps, "epoch": state.epoch,
+            "loss": logs.get("loss"), "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
+            "samples_per_s": round((samples - self.last_samples) * self.world / span, 3),
+            "tokens_per_s": round((tokens - self.last_tokens) * self.world / span, 1),
+            "eta_s": round(per_step * (state.max_steps - state.global_step), 1),
+            "elapsed_s": round(self.writer.previous_elapsed + now - self.start, 2),
+            "memory": memory_now(),
+        })
+        self.last_time, self.last_step, self.last_samples, self.last_tokens = now, state.global_step, samples, tokens
+
+
+def _optimizer_summary(optimizer: Any, scheduler: Any) -> dict[str, Any]:
+    """The restored optimizer step count and learning rate (proof that their states were loaded)."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    out: dict[str, Any] = {}
+    for param_state in getattr(inner, "state", {}).values():
+        if "step" in param_state:
+            out["optimizer_step"] = int(param_state["step"])
+            break
+    if scheduler is not None and hasattr(scheduler, "get_last_lr"):
+        out["lr"] = float(scheduler.get_last_lr()[0])
+    return out
+
+
+# -- TensorBoard -------------------------------------------------------------------------------------------
+class TensorBoardCallback(TrainerCallback):
+    """Scalars at every log, histograms of trainable weights and gradients every `histogram_steps`; rank 0 only."""
+
+    def __init__(self, log_dir: str | Path, histogram_steps: int = 0) -> None:
+        self.log_dir, self.every, self.writer = str(log_dir), histogram_steps, None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero and self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=self.log_dir)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if self.writer is None or not logs:
+            return
+        for key, value in logs.items():
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                tag = f"eval/{key[5:]}" if key.startswith("eval_") else f"train/{key}"
+                self.writer.add_scalar(tag, value, state.global_step)
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        step = state.global_step + 1  # the step this optimizer update completes
+        if self.writer is None or not self.every or step % self.every:
+            return
+        model = kwargs.get("model")
+        for name, param in model.named_parameters() if model is not None else []:
+            if not param.requires_grad:
+                continue
+            self.writer.add_histogram(f"weights/{name}", param.detach().float().cpu(), step)
+            if param.grad is not None:
+                self.writer.add_histogram(f"grads/{name}", param.grad.detach().float().cpu(), step)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+# -- checkpoints ------------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(checkpoint: str | Path, step: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Hash every file of a checkpoint and write manifest.json last, atomically: the folder is now complete."""
+    folder = Path(checkpoint)
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and
+                       not p.name.startswith(".")):
+        files[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    manifest = {"step": step, "created": round(time.time(), 3), "files": files,
+                "total_bytes": sum(f["size"] for f in files.values()), **(extra or {})}
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def check_manifest(checkpoint: str | Path, verify_hashes: bool = True) -> str | None:
+    """None when the checkpoint's manifest validates, else what is wrong."""
+    folder = Path(checkpoint)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except FileNotFoundError:
+        return "no manifest.json (incomplete)"
+    except (ValueError, KeyError, TypeError):
+        return "unreadable manifest.json"
+    for name, info in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != info.get("size"):
+            return f"{name} has the wrong size"
+        if verify_hashes and _sha256(path) != info.get("sha256"):
+            return f"{name} has the wrong sha256"
+    return None
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """checkpoint-N folders of a run, oldest first."""
+    found = []
+    for path in Path(run_dir).glob("checkpoint-*"):
+        match = _CHECKPOINT.fullmatch(path.name)
+        if match and path.is_dir():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def newest_valid_checkpoint(run_dir: str | Path) -> tuple[Path | None, list[tuple[str, str]]]:
+    """The newest checkpoint whose manifest validates, and the newer ones skipped with their reason."""
+    skipped: list[tuple[str, str]] = []
+    for _, path in reversed(list_checkpoints(run_dir)):
+        problem = check_manifest(path)
+        if problem is None:
+            return path, skipped
+        skipped.append((path.name, problem))
+    return None, skipped
+
+
+def read_best(run_dir: str | Path) -> dict[str, Any] | None:
+    """RUN/best.json, or None."""
+    try:
+        best = json.loads((Path(run_dir) / BEST_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return best if isinstance(best, dict) else None
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int, current_step: int) -> list[str]:
+    """Delete checkpoints beyond the `keep` newest complete ones, never the best or any newer than now."""
+    best = read_best(run_dir) or {}
+    complete = [(step, p) for step, p in list_checkpoints(run_dir) if (p / MANIFEST).is_file()]
+    keep_names = {p.name for _, p in complete[-keep:]} | {str(best.get("checkpoint"))}
+    removed = []
+    for step, path in list_checkpoints(run_dir):
+        if step < current_step and path.name not in keep_names:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
+
+
+def _improved(value: float, best: float | None, mode: str, threshold: float = 0.0) -> bool:
+    if best is None:
+        return True
+    return value < best - threshold if mode == "min" else value > best + threshold
+
+
+class CheckpointCallback(TrainerCallback):
+    """After each save: manifest (last), best.json by a metric, pruning; before each save: a free-disk check."""
+
+    def __init__(self, run_dir: str | Path, writer: ProgressWriter, *, keep: int = 2, metric: str = "eval_loss",
+                 mode: str = "min", min_free_bytes: int = 0, base_model: str | None = None,
+                 on_saved: Any = None) -> None:
+        self.run_dir, self.writer, self.keep = Path(run_dir), writer, keep
+        self.metric, self.mode, self.min_free = metric, mode, min_free_bytes
+        self.base_model, self.on_saved = base_model, on_saved
+        self.last_metric: float | None = None
+        best = read_best(run_dir)
+        self.best_value = float(best["value"]) if best and best.get("value") is not None else None
+
+    def _needed_bytes(self) -> int:
+        for _, path in reversed(list_checkpoints(self.run_dir)):
+            try:
+                return int(json.loads((path / MANIFEST).read_text(encoding="utf-8"))["total_bytes"])
+            except (OSError, ValueError, KeyError):
+                continue
+        return 0
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not control.should_save or not state.is_world_process_zero:
+            return
+        free = shutil.disk_usage(self.run_dir).free
+        need = self._needed_bytes() + self.min_free
+        if free < need:
+            control.should_save = False
+            self.writer.emit({"event": "warning", "step": state.global_step,
+                              "message": f"checkpoint skipped: {free / 2**30:.2f} GiB free, {need / 2**30:.2f} needed"})
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
+                    **kwargs: Any) -> None:
+        if metrics and self.metric in metrics:
+            self.last_metric = float(metrics[self.metric])
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        step = state.global_step
+        folder = self.run_dir / f"checkpoint-{step}"
+        if self.base_model:
+            set_adapter_base(folder, self.base_model)
+        if self.on_saved is not None:
+            self.on_saved(folder)
+        manifest = write_manifest(folder, step, {"metric": self.metric, "value": self.last_metric})
+        event: dict[str, Any] = {"event": "checkpoint", "step": step, "checkpoint": folder.name,
+                                 "bytes": manifest["total_bytes"]}
+        if self.last_metric is not None and _improved(self.last_metric, self.best_value, self.mode):
+            self.best_value = self.last_metric
+            best = {"checkpoint": folder.name, "step": step, "metric": self.metric, "value": self.last_metric,
+                    "mode": self.mode}
+            atomic_write_text(self.run_dir / BEST_FILE, json.dumps(best, indent=1) + "\n")
+            event.update(best_metric=self.last_metric, best_metric_name=self.metric, best_checkpoint=folder.name)
+        event["pruned"] = prune_checkpoints(self.run_dir, self.keep, step)
+        self.writer.emit(event)
+
+
+def set_adapter_base(folder: str | Path, base_model: str) -> None:
+    """Point adapter_config.json at the base model's Hub id (PEFT writes the local folder it loaded from)."""
+    path = Path(folder) / "adapter_config.json"
+    if path.is_file():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("base_model_name_or_path") != base_model:
+            data["base_model_name_or_path"] = base_model
+            atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+# -- stopping ---------------------------------------------------------------------------------------------
+class EarlyStopping(TrainerCallback):
+    """Stop after `patience` evaluations without an improvement larger than `threshold`."""
+
+    def __init__(self, metric: str, mode: str, patience: int, threshold: float = 0.0) -> None:
+        self.metric, self.mode, self.patience, self.threshold = metric, mode, patience, threshold
+        self.best: float | None = None
+        self.bad_evals = 0
+        self.stopped_at: int | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {"best": self.best, "bad_evals": self.bad_evals}
+
+    def load(self, data: dict[str, Any]) -> None:
+        self.best, self.bad_evals = data.get("best"), int(data.get("bad_evals", 0))
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
+                    **kwargs: Any) -> None:
+        if not metrics or self.metric not in metrics:
+            return
+        value = float(metrics[self.metric])
+        if _improved(value, self.best, self.mode, self.threshold):
+            self.best, self.bad_evals = value, 0
+        else:
+            self.bad_evals += 1
+        if self.bad_evals >= self.patience:
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+
+
+class CancelCallback(TrainerCallback):
+    """SIGTERM or a RUN/STOP file: finish the current step, save a checkpoint, stop (all ranks agree)."""
+
+    def __init__(self, run_dir: str | Path, world_size: int = 1) -> None:
+        self.stop_file = Path(run_dir) / STOP_FILE
+        self.world = world_size
+        self.requested = False
+        self.cancelled_at: int | None = None
+
+    def install_signal(self) -> None:
+        """Turn SIGTERM into a graceful stop request (main thread only)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def _agreed(self) -> bool:
+        wanted = self.requested or self.stop_file.exists()
+        if self.world > 1:
+            import torch
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+                flag = torch.tensor([1 if wanted else 0], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                wanted = bool(flag.item())
+        return wanted
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._agreed():
+            self.requested = True
+            self.cancelled_at = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+            control.should_log = True
+
+
+def save_studio_state(folder: str | Path, early: EarlyStopping | None) -> None:
+    """Counters a resume needs beside the Trainer's own state (written before the manifest)."""
+    data = {"early_stopping": early.state() if early else None}
+    atomic_write_text(Path(folder) / STATE_FILE, json.dumps(data) + "\n")
+
+
+def load_studio_state(folder: str | Path) -> dict[str, Any]:
+    """What save_studio_state wrote ({} when absent)."""
+    try:
+        return json.loads((Path(folder) / STATE_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def remove_path(path: str | Path) -> None:
+    """Delete a file or folder if present."""
+    path = Path(path)
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        os.unlink(path)

@@ -1,0 +1,225 @@
+"""Vision-language collator: chat-template prompts with images, loss on the answer tokens only.
+
+Each example is `{"image": PIL image or path, "prompt": str, "answer": str, "id": optional}`. The prompt goes through
+the model's own processor (which expands the image placeholder into the right number of image tokens); the answer
+is tokenised on its own and appended with the template's end-of-turn token, exactly as the model sees it when it
+generates. Token ids always come from the processor/tokenizer.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+IGNORE = -100
+_SENTINEL = "QQSENTINELQQ"
+_STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<end_of_utterance>", "</s>", "<eos>", "<end_of_turn>", "<|eot_id|>")
+
+
+def _tokenizer(processor: Any) -> Any:
+    return getattr(processor, "tokenizer", processor)
+
+
+def _messages(prompt: str, answer: str | None, image: bool) -> list[dict[str, Any]]:
+    content = ([{"type": "image"}] if image else []) + [{"type": "text", "text": prompt}]
+    turns = [{"role": "user", "content": content}]
+    if answer is not None:
+        turns.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return turns
+
+
+def render_prompt(processor: Any, prompt: str, image: bool = True) -> str:
+    """The chat-template text of one user turn plus the generation prompt (plain `prompt\\n` without a template)."""
+    if getattr(processor, "chat_template", None) or getattr(_tokenizer(processor), "chat_template", None):
+        return processor.apply_chat_template(_messages(prompt, None, image), add_generation_prompt=True,
+                                             tokenize=False)
+    return f"{prompt}\n"
+
+
+def _answer_framing(processor: Any, image: bool) -> tuple[str, str]:
+    """(text between generation prompt and answer, text after the answer) as the chat template writes them."""
+    if not (getattr(processor, "chat_template", None) or getattr(_tokenizer(processor), "chat_template", None)):
+        return "", _tokenizer(processor).eos_token or ""
+    prompt = render_prompt(processor, "q", image)
+    full = processor.apply_chat_template(_messages("q", _SENTINEL, image), tokenize=False)
+    at = full.index(_SENTINEL)
+    gap = full[len(prompt):at] if full.startswith(prompt) else ""
+    return gap, full[at + len(_SENTINEL):]
+
+
+def stop_token_ids(processor: Any) -> set[int]:
+    """Ids that end an answer: eos, pad and the chat template's end-of-turn tokens present in this vocabulary."""
+    tok = _tokenizer(processor)
+    ids = {tok.pad_token_id}
+    eos = tok.eos_token_id
+    ids.update(eos if isinstance(eos, list) else [eos])
+    vocab = tok.get_vocab()
+    ids.update(vocab[t] for t in _STOP_TOKENS if t in vocab)
+    return {i for i in ids if i is not None}
+
+
+def _text_inputs(tok: Any, texts: list[str]) -> dict[str, Any]:
+    """Tokenizer kwargs: skip automatic BOS when the template text already starts with it."""
+    bos = tok.bos_token
+    return {"text": texts, "add_special_tokens": not (bos and all(t.startswith(bos) for t in texts))}
+
+
+def load_image(image: Any, name: str, root: Path | None = None) -> Any:
+    """An RGB PIL image from a PIL image or a path (relative to `root`); UserError naming the record otherwise."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if not isinstance(image, str | Path):
+        raise UserError(f"'image' must be a PIL image or a path, got {type(image).__name__}", name)
+    path = Path(image) if root is None or Path(image).is_absolute() else root / image
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read image {path}: {exc}", name) from exc
+
+
+class VisionLanguageCollator:
+    """Batch examples into model inputs with labels on answer tokens (+ end of turn) only."""
+
+    def __init__(self, processor: Any = None, *, tokenizer: Any = None, max_length: int | None = None,
+                 image_root: str | Path | None = None) -> None:
+        if processor is None and tokenizer is None:
+            raise ValueError("VisionLanguageCollator needs a processor or a tokenizer")
+        self.processor = processor
+        self.tokenizer = tokenizer if tokenizer is not None else _tokenizer(processor)
+        self.max_length = max_length
+        self.image_root = Path(image_root) if image_root else None
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.tokenizer.eos_token_id
+        self._template_owner = processor if processor is not None else self.tokenizer
+        self._gap, suffix = _answer_framing(self._template_owner, image=processor is not None)
+        self.end_ids = self._end_ids(suffix)
+        self.image_token_ids = self._image_token_ids()
+
+    def _end_ids(self, suffix: str) -> list[int]:
+        """Tokens after the answer up to and including the first special one (the end-of-turn token)."""
+        ids = self.tokenizer(suffix, add_special_tokens=False)["input_ids"] if suffix else []
+        special = set(self.tokenizer.all_special_ids) | stop_token_ids(self.tokenizer)
+        for n, token in enumerate(ids):
+            if token in special:
+                return ids[: n + 1]
+        eos = self.tokenizer.eos_token_id
+        return [eos] if isinstance(eos, int) else []
+
+    def _image_token_ids(self) -> set[int]:
+        ids = set()
+        for name in ("image_token_id", "fake_image_token_id", "global_image_token_id", "video_token_id"):
+            value = getattr(self.processor, name, None)
+            if isinstance(value, int):
+                ids.add(value)
+        return ids
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        """Collate a list of examples into padded tensors (input_ids, attention_mask, labels, pixel_values, ...)."""
+        if not examples:
+            raise ValueError("cannot collate an empty batch")
+        names = [str(ex.get("id", f"example {i}")) for i, ex in enumerate(examples)]
+        prompts = [self._prompt_text(ex, name) for ex, name in zip(examples, names, strict=True)]
+        encoded = self._encode_prompts(examples, prompts, names)
+        prompt_ids, per_token = self._unpad(encoded)
+        rows = [self._answer_ids(ex, name, ids)
+                for ex, name, ids in zip(examples, names, prompt_ids, strict=True)]
+        return self._assemble(encoded, prompt_ids, per_token, rows)
+
+    def _prompt_text(self, example: dict[str, Any], name: str) -> str:
+        prompt = example.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise UserError("record has no 'prompt' text", name)
+        return render_prompt(self._template_owner, prompt, image=self.processor is not None)
+
+    def _encode_prompts(self, examples: list[dict[str, Any]], prompts: list[str], names: list[str]) -> Any:
+        kwargs = {**_text_inputs(self.tokenizer, prompts), "padding": True, "return_tensors": "pt"}
+        if self.processor is None:
+            return self.tokenizer(**kwargs, padding_side="right")
+        images = []
+        for ex, name in zip(examples, names, strict=True):
+            if ex.get("image") is None:
+                raise UserError("record has no 'image'", name)
+            images.append(load_image(ex["image"], name, self.image_root))
+        return self.processor(images=images, padding_side="right", **kwargs)
+
+    @staticmethod
+    def _unpad(encoded: Any) -> tuple[list[list[int]], dict[str, list[list[int]]]]:
+        """Per-row prompt ids without padding, plus other per-token tensors (mm_token_type_ids, ...)."""
+        mask = encoded["attention_mask"].bool()
+        ids = [row[m].tolist() for row, m in zip(encoded["input_ids"], mask, strict=True)]
+        shape = tuple(encoded["input_ids"].shape)
+        per_token = {key: [row[m].tolist() for row, m in zip(value, mask, strict=True)]
+                     for key, value in encoded.items()
+                     if key not in ("input_ids", "attention_mask") and tuple(getattr(value, "shape", ())) == shape}
+        return ids, per_token
+
+    def _answer_ids(self, example: dict[str, Any], name: str, prompt: list[int]) -> list[int]:
+        answer, limit = example.get("answer"), self.max_length
+        if limit and len(prompt) + (answer is not None) > limit:
+            images = sum(token in self.image_token_ids for token in prompt)
+            room = "" if answer is None else ", leaving no room for the answer,"
+            raise UserError(f"prompt needs {len(prompt)} tokens ({images} image tokens){room} over max_length "
+                            f"{limit}; raise max_length (image tokens are never cut)", name)
+        if answer is None:
+            return []
+        ids = self.tokenizer(self._gap + str(answer), add_special_tokens=False)["input_ids"] + self.end_ids
+        if limit and len(prompt) + len(ids) > limit:
+            log.warning("%s: answer truncated from %d to %d tokens (max_length %d)", name, len(ids),
+                        limit - len(prompt), limit)
+            ids = ids[: limit - len(prompt)]
+        return ids
+
+    def _assemble(self, encoded: Any, prompt_ids: list[list[int]], per_token: dict[str, list[list[int]]],
+                  answers: list[list[int]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(p) + len(a) for p, a in zip(prompt_ids, answers, strict=True))
+        batch = len(prompt_ids)
+        input_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((batch, width), dtype=torch.long)
+        labels = torch.full((batch, width), IGNORE, dtype=torch.long)
+        extra = {key: torch.zeros((batch, width), dtype=encoded[key].dtype) for key in per_token}
+        for i, (prompt, answer) in enumerate(zip(prompt_ids, answers, strict=True)):
+            n, m = len(prompt), len(answer)
+            input_ids[i, : n + m] = torch.tensor(prompt + answer, dtype=torch.long)
+            attention[i, : n + m] = 1
+            if m:
+                labels[i, n : n + m] = torch.tensor(answer, dtype=torch.long)
+            for key, rows in per_token.items():
+                extra[key][i, :n] = torch.tensor(rows[i], dtype=extra[key].dtype)
+                # PaliGemma marks the answer (suffix) with token type 1; mm_token_type_ids are 0 on text.
+                extra[key][i, n : n + m] = 1 if key == "token_type_ids" else 0
+        for token in self.image_token_ids:
+            labels[labels == token] = IGNORE
+        out = {k: v for k, v in encoded.items() if k not in per_token and k not in ("input_ids", "attention_mask")}
+        return {**out, **extra, "input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def build_generation_inputs(processor: Any, images: list[Any], prompts: list[str]) -> Any:
+    """Left-padded model inputs for batched greedy generation of answers to `prompts` about `images`."""
+    texts = [render_prompt(processor, p, image=True) for p in prompts]
+    kwargs = _text_inputs(_tokenizer(processor), texts)
+    pil = [load_image(img, f"image {i}") for i, img in enumerate(images)]
+    return processor(images=pil, padding=True, padding_side="left", return_tensors="pt", **kwargs)
+
+
+def decode_answers(processor: Any, output_ids: Any, input_length: int) -> list[str]:
+    """The generated answers after `input_length`, cut at the first end-of-turn/eos/pad token.
+
+    Special tokens inside the answer (Qwen2-VL box tokens, PaliGemma locations) are kept for the parser.
+    """
+    tok = _tokenizer(processor)
+    stops = stop_token_ids(processor)
+    answers = []
+    for row in output_ids[:, input_length:].tolist():
+        end = next((n for n, token in enumerate(row) if token in stops), len(row))
+        answers.append(tok.decode(row[:end], skip_special_tokens=False, clean_up_tokenization_spaces=False).strip())
+    return answers

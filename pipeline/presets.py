@@ -1,0 +1,138 @@
+"""Training presets: built-in starting points plus the user's own, saved as YAML under STUDIO_HOME/presets."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+from .config import TrainConfig, config_from_dict, load_config, save_config
+from .errors import UserError
+from .home import home_dir
+
+TEXT_ROOM = 128  # text tokens a preset keeps free next to the image tokens
+
+# Each preset overrides the TrainConfig defaults; `model.name` and `data.path` come from the caller.
+BUILTIN: dict[str, dict[str, Any]] = {
+    "quick_test": {
+        "about": "LoRA smoke test: a few steps in seconds on CPU, checks the whole path",
+        "data": {"max_length": 256, "max_eval_samples": 8},
+        "training": {"method": "lora", "max_steps": 10, "batch_size": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0,
+                     "scheduler": "constant", "logging_steps": 1, "save_steps": 5, "keep_checkpoints": 1},
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+    },
+    "cpu_demo": {
+        "about": "the offline demo: full fine-tuning of a tiny model on 64 px frames, about 90 s on 2 CPU cores",
+        "data": {"max_length": 256, "max_eval_samples": 16},
+        "training": {"method": "full", "max_steps": 300, "batch_size": 8, "learning_rate": 3e-3,
+                     "warmup_ratio": 0.05, "scheduler": "cosine", "weight_decay": 0.0, "logging_steps": 10,
+                     "save_steps": 100, "keep_checkpoints": 1},
+    },
+    "balanced": {
+        "about": "LoRA r=16 on every linear layer of the language model: the default for a real GPU",
+        "data": {"max_length": 1024},
+        "training": {"method": "lora", "epochs": 3, "batch_size": 4, "grad_accum": 4, "learning_rate": 2e-4,
+                     "warmup_ratio": 0.05, "scheduler": "cosine", "logging_steps": 10, "save_steps": 200,
+                     "keep_checkpoints": 2},
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.05},
+    },
+    "production": {
+        "about": "LoRA r=64 plus the connector, longer schedule, gradient checkpointing and early stopping",
+        "data": {"max_length": 2048, "max_eval_samples": 256},
+        "training": {"method": "lora", "epochs": 5, "batch_size": 8, "grad_accum": 4, "learning_rate": 1e-4,
+                     "warmup_ratio": 0.03, "scheduler": "cosine", "weight_decay": 0.01,
+                     "gradient_checkpointing": True, "logging_steps": 10, "save_steps": 500, "keep_checkpoints": 3,
+                     "early_stopping_patience": 5, "early_stopping_threshold": 0.001, "histogram_steps": 500},
+        "lora": {"r": 64, "alpha": 128, "dropout": 0.05, "modules_to_save": "registry"},
+    },
+    "ultra_low_memory_8gb": {
+        "about": "QLoRA 4-bit, gradient checkpointing, images capped at 384 px, batch 1 x 16: fits an 8 GB GPU",
+        "data": {"max_length": 1024, "max_image_size": 384, "max_eval_samples": 32},
+        "training": {"method": "qlora", "epochs": 3, "batch_size": 1, "grad_accum": 16, "learning_rate": 2e-4,
+                     "warmup_ratio": 0.05, "scheduler": "cosine", "gradient_checkpointing": True,
+                     "logging_steps": 10, "save_steps": 200, "keep_checkpoints": 2},
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.05},
+        "hardware": {"gpu_memory_gb": 8},
+    },
+}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _user_dir() -> Path:
+    return home_dir("presets")
+
+
+def _user_file(name: str) -> Path:
+    if not _NAME.fullmatch(name):
+        raise UserError(f"preset name {name!r}: use letters, digits, '_', '.', '-' (at most 64)")
+    return _user_dir() / f"{name}.yaml"
+
+
+def list_presets() -> list[str]:
+    """Built-in preset names, then the user's saved ones (sorted)."""
+    user = sorted(p.stem for p in _user_dir().glob("*.yaml") if p.stem not in BUILTIN)
+    return [*BUILTIN, *user]
+
+
+def describe_preset(name: str) -> str:
+    """One line about a preset (the user's saved presets: their method and model)."""
+    if name in BUILTIN:
+        return str(BUILTIN[name]["about"])
+    cfg = get_preset(name)
+    return f"saved preset: {cfg.training.method} on {cfg.model.name}"
+
+
+def fit_image_tokens(cfg: TrainConfig) -> TrainConfig:
+    """Raise data.max_length so one image's tokens leave TEXT_ROOM tokens for text (rounded up to 64)."""
+    from .memory import image_tokens
+    from .registry import get_spec
+
+    try:
+        spec = get_spec(cfg.model.name)
+    except UserError:
+        return cfg  # validate_config reports the unknown model
+    need = image_tokens(spec, cfg.data.max_image_size) + TEXT_ROOM
+    if cfg.data.max_length < need:
+        cfg.data.max_length = -(-need // 64) * 64
+    return cfg
+
+
+def get_preset(name: str, model: str | None = None, data: str | None = None, out: str | None = None) -> TrainConfig:
+    """A fresh TrainConfig for a built-in or saved preset, for `model` (default: the preset's or the registry's)."""
+    from .registry import DEFAULT_MODEL
+
+    if name in BUILTIN:
+        values = copy.deepcopy({k: v for k, v in BUILTIN[name].items() if k != "about"})
+        values.setdefault("model", {})["name"] = DEFAULT_MODEL
+        cfg = config_from_dict(values, f"preset {name}")
+    else:
+        path = _user_file(name)
+        if not path.is_file():
+            raise UserError(f"unknown preset {name!r}; choose one of {', '.join(list_presets())}")
+        cfg = load_config(path)
+    if model:
+        cfg.model.name = model
+    if data:
+        cfg.data.path = str(data)
+    if out:
+        cfg.training.output_dir = str(out)
+    return fit_image_tokens(cfg)
+
+
+def save_preset(name: str, cfg: TrainConfig) -> Path:
+    """Save `cfg` (without its dataset and output paths) as the user's preset `name`."""
+    if name in BUILTIN:
+        raise UserError(f"preset name {name!r} is built in; choose another name")
+    template = cfg.model_copy(deep=True)
+    template.data.path = ""
+    template.training.output_dir = ""
+    return save_config(template, _user_file(name))
+
+
+def delete_preset(name: str) -> None:
+    """Remove a saved user preset."""
+    path = _user_file(name)
+    if not path.is_file():
+        raise UserError(f"no saved preset {name!r}")
+    path.unlink()

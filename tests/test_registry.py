@@ -1,0 +1,135 @@
+"""Model registry: every entry is valid, image token rules match the transformers processors, remote-code gate."""
+
+from __future__ import annotations
+
+import functools
+from types import SimpleNamespace
+
+import pytest
+
+from pipeline.errors import UserError
+from pipeline.registry import (
+    ALLOWLIST_ENV,
+    CONVENTIONS,
+    DEFAULT_MODEL,
+    FAMILIES,
+    TOKEN_RULES,
+    check_allowed,
+    get_spec,
+    list_specs,
+    pinned_revision,
+    smart_resize,
+)
+
+SIZES = [(64, 64), (1280, 720), (720, 1280), (848, 480), (333, 500), (4000, 3000)]
+REQUIRED_HUB_IDS = [
+    "HuggingFaceTB/SmolVLM-256M-Instruct", "HuggingFaceTB/SmolVLM-500M-Instruct",
+    "HuggingFaceTB/SmolVLM2-2.2B-Instruct",
+    "Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct",
+    "Qwen/Qwen3-VL-2B-Instruct", "llava-hf/llava-1.5-7b-hf", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
+    "google/paligemma2-3b-pt-224", "microsoft/Florence-2-base", "openbmb/MiniCPM-V-2_6",
+    "THUDM/cogvlm2-llama3-chat-19B",
+]
+
+
+@pytest.mark.parametrize("spec", list_specs(), ids=lambda s: s.key)
+def test_every_entry_has_valid_fields(spec):
+    assert spec.family in FAMILIES and spec.convention in CONVENTIONS and spec.token_rule in TOKEN_RULES
+    assert spec.params > spec.vision_params > 0
+    assert spec.hidden_size > 0 and spec.num_layers > 0 and spec.vocab_size > 0 and spec.image_size > 0
+    assert spec.lora_targets and all(isinstance(name, str) and name for name in spec.lora_targets)
+    assert isinstance(spec.modules_to_save, list) and spec.license and spec.gpu_memory_class
+    assert spec.revision is None or isinstance(spec.revision, str)
+    if spec.tiny:
+        assert spec.convention == "json" and spec.hub_id == spec.key and not spec.remote_code
+    if spec.remote_code:
+        assert not spec.enabled and "STUDIO_REMOTE_CODE_ALLOWLIST" in spec.disabled_reason
+    else:
+        assert spec.enabled and not spec.disabled_reason
+    for width, height in SIZES:
+        tokens = spec.vision_tokens(width, height)
+        assert isinstance(tokens, int) and tokens > 0, (spec.key, width, height)
+
+
+def test_registry_covers_required_models_with_unique_names():
+    specs = list_specs()
+    keys = [s.key for s in specs]
+    assert len(set(keys)) == len(keys)
+    assert {s.hub_id for s in specs} >= set(REQUIRED_HUB_IDS)
+    assert DEFAULT_MODEL == "tiny-smolvlm" and get_spec(DEFAULT_MODEL).tiny
+    assert [s.key for s in specs if s.tiny] == ["tiny-smolvlm", "tiny-llava", "tiny-qwen2-vl"]
+    assert get_spec("Qwen/Qwen2-VL-2B-Instruct").key == "qwen2-vl-2b"
+    assert get_spec("microsoft/Florence-2-base").remote_code
+    assert not get_spec("florence2-base").remote_code  # native in transformers 5
+
+
+def test_unknown_model_lists_keys():
+    with pytest.raises(UserError, match="unknown model 'nope/nothing'.*tiny-smolvlm.*qwen2-vl-2b"):
+        get_spec("nope/nothing")
+
+
+def test_fixed_token_counts_match_published_numbers():
+    assert get_spec("llava-1.5-7b").vision_tokens(1280, 720) == 576
+    assert get_spec("paligemma2-3b").vision_tokens(1280, 720) == 256
+    assert get_spec("tiny-smolvlm").vision_tokens(1280, 720) == 16
+    assert get_spec("tiny-llava").vision_tokens(100, 30) == 64
+    # Qwen2-VL: one token per 28x28 px: 448x448 -> 16x16 tokens.
+    assert get_spec("qwen2-vl-2b").vision_tokens(448, 448) == 256
+    assert get_spec("qwen3-vl-2b").vision_tokens(512, 512) == 256
+    # SmolVLM-256M: 1280x720 -> 2048x1152 -> 4x3 tiles of 512 px + the global image, 64 tokens each.
+    assert get_spec("smolvlm-256m").vision_tokens(1280, 720) == 64 * 13
+    with pytest.raises(UserError, match="positive"):
+        get_spec("qwen2-vl-2b").vision_tokens(0, 10)
+
+
+@pytest.mark.parametrize("factor,min_pixels,max_pixels", [(28, 56 * 56, 28 * 28 * 16384), (16, 1024, 4096),
+                                                           (32, 65_536, 16_777_216)])
+def test_smart_resize_matches_transformers(factor, min_pixels, max_pixels):
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as reference
+
+    for width, height in SIZES + [(27, 27), (100, 3000), (5000, 5000)]:
+        assert smart_resize(height, width, factor, min_pixels, max_pixels) == reference(
+            height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+
+
+def test_smolvlm_tiles_match_idefics3_image_processor():
+    from transformers import Idefics3ImageProcessorPil
+
+    spec = get_spec("smolvlm-256m")
+    processor = Idefics3ImageProcessorPil(size={"longest_edge": 2048}, max_image_size={"longest_edge": 512})
+    for width, height in SIZES:
+        _, rows, cols = processor.get_number_of_image_patches(height, width, {})
+        assert spec.vision_tokens(width, height) == 64 * (rows * cols + 1)
+
+
+def test_llava_onevision_anyres_matches_processor_formula():
+    from transformers import LlavaOnevisionProcessor
+
+    pinpoints = [[384 * r, 384 * c] for r in range(1, 7) for c in range(1, 7)]
+    fake = SimpleNamespace(image_processor=SimpleNamespace(image_grid_pinpoints=pinpoints), num_image_tokens=729,
+                           vision_aspect_ratio="anyres_max_9")
+    fake._get_unpadded_features = functools.partial(LlavaOnevisionProcessor._get_unpadded_features, fake)
+    spec = get_spec("llava-onevision-0.5b")
+    for width, height in SIZES:
+        expected = LlavaOnevisionProcessor._get_number_of_features(fake, height, width, 384, 384)
+        assert spec.vision_tokens(width, height) == expected
+
+
+def test_remote_code_refused_unless_exact_pair_allow_listed(monkeypatch):
+    spec = get_spec("minicpm-v-2.6")
+    monkeypatch.delenv(ALLOWLIST_ENV, raising=False)
+    with pytest.raises(UserError, match="runs code from its Hub repo.*pin a revision"):
+        check_allowed(spec)
+    with pytest.raises(UserError, match="openbmb/MiniCPM-V-2_6@abc123 .*not allow-listed"):
+        check_allowed(spec, revision="abc123")
+    assert spec not in list_specs(include_disabled=False)
+
+    monkeypatch.setenv(ALLOWLIST_ENV, "THUDM/cogvlm2-llama3-chat-19B@def, openbmb/MiniCPM-V-2_6@abc123")
+    check_allowed(spec, revision="abc123")
+    check_allowed(spec)  # the allow-listed revision is the one that gets loaded
+    assert pinned_revision(spec) == "abc123" and spec in list_specs(include_disabled=False)
+    with pytest.raises(UserError, match="not allow-listed"):
+        check_allowed(spec, revision="other")
+    with pytest.raises(UserError, match="not allow-listed"):
+        check_allowed(get_spec("cogvlm2-19b"), revision="abc123")
+    check_allowed(get_spec("qwen2-vl-2b"))  # no remote code: always allowed
