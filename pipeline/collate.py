@@ -164,7 +164,7 @@ class VisionLanguageCollator:
     def _answer_ids(self, example: dict[str, Any], name: str, prompt: list[int]) -> list[int]:
         answer, limit = example.get("answer"), self.max_length
         if limit and len(prompt) + (answer is not None) > limit:
-            images = sum(token in self.image_token_ids for token in prompt)
+            images = sum(token == getattr(self.processor, "image_token_id", None) for token in prompt)
             room = "" if answer is None else ", leaving no room for the answer,"
             raise UserError(f"prompt needs {len(prompt)} tokens ({images} image tokens){room} over max_length "
                             f"{limit}; raise max_length (image tokens are never cut)", name)

@@ -91,7 +91,7 @@ def push_to_hub(export_dir: str | Path, repo_id: str, token: str, private: bool 
     """Create `repo_id` (private by default) and upload the export folder; returns the repo URL."""
     from huggingface_hub import HfApi, constants
 
-    from .export import find_leaks
+    from .leaks import find_leaks
 
     folder = check_export_folder(export_dir)
     repo_id = check_repo_id(repo_id)

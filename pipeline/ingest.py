@@ -79,6 +79,9 @@ def convert(inputs: Sequence[str | Path], out: str | Path, *, video: str | Path 
     log = IssueLog()
     with ExitStack() as stack:
         sources = [stack.enter_context(open_source(path, options, log)) for path in inputs]
+        used = {src.video for src in sources}
+        log.warnings += [f"--video {v} matched no input (name it like the video the export refers to)"
+                         for v in options.videos if v not in used]
         with atomic_output_dir(out, overwrite=overwrite) as tmp:
             writer = _Writer(tmp, log, progress)
             writer.run(sources, every, max_frames)
@@ -194,8 +197,8 @@ class _Writer:
                family: str) -> ConvertSummary:
         if self.objects == 0:
             raise UserError("no visible object in any selected frame: nothing to train on", sources[0].path)
+        self._training_formats(convention, tasks, seed)
         warnings = list(self.log.warnings)
-        warnings += self._training_formats(convention, tasks, seed)
         meta = {"tool_version": __version__, "sources": [src.info() for src in sources], "frames": self.frames,
                 "objects": self.objects, "labels": dict(sorted(self.labels.items())), "family": family,
                 "convention": convention, "tasks": tasks, "seed": seed, "videos": list(self.videos.values()),
@@ -205,13 +208,12 @@ class _Writer:
         return ConvertSummary(out=out, frames=self.frames, objects=self.objects, labels=dict(self.labels),
                               videos=list(self.videos), files=files, issues=len(self.log.issues), warnings=warnings)
 
-    def _training_formats(self, convention: str, tasks: list[str], seed: int) -> list[str]:
+    def _training_formats(self, convention: str, tasks: list[str], seed: int) -> None:
         from .formats import write_training_formats
 
         records: list[FrameRecord] = read_records(self.out / RECORDS_FILE)
         with _datasets_bars(self.progress):
             write_training_formats(self.out, {"all": records}, convention=convention, tasks=tasks, seed=seed)
-        return []
 
 
 @contextmanager

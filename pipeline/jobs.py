@@ -192,7 +192,7 @@ def dataset_fingerprint(path: str | Path) -> str | None:
     for file in files:
         digest.update(file.name.encode())
         with open(file, "rb") as handle:
-            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+            while block := handle.read(1 << 20):
                 digest.update(block)
     return digest.hexdigest()[:16]
 

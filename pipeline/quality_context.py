@@ -393,9 +393,9 @@ def duplicate_groups(infos: list[ImageInfo], max_distance: int) -> list[list[int
 def looks_like_overlay(rgb: np.ndarray, mask: np.ndarray, cfg: dict[str, Any]) -> bool:
     """True when a thin line of one vivid colour runs along the mask's outline or its box (a drawn overlay)."""
     ys, xs = np.nonzero(mask)
-    if len(xs) < 50:
-        return False
     pad, (h, w) = 8, mask.shape
+    if len(xs) < 50 or xs.min() == 0 or ys.min() == 0 or xs.max() == w - 1 or ys.max() == h - 1:
+        return False  # too small to judge, or cut by the frame border (no outside to compare with)
     y0, y1 = max(0, ys.min() - pad), min(h, ys.max() + pad + 1)
     x0, x1 = max(0, xs.min() - pad), min(w, xs.max() + pad + 1)
     image, shape = rgb[y0:y1, x0:x1].astype(np.int16), mask[y0:y1, x0:x1].astype(np.uint8)
@@ -419,6 +419,13 @@ def _drawn_outline(image: np.ndarray, shape: np.ndarray, rect: bool, cfg: dict[s
     inside, outside = grown(-3) & ~grown(-6), grown(6) & ~grown(3)
     if edge.sum() < 20 or not inside.any() or not outside.any():
         return False
+    parts = [edge]
+    if rect:  # a drawn box has all four sides
+        rows, cols = np.nonzero(shape)
+        parts = [edge & (np.arange(edge.shape[0])[:, None] == rows.min()),
+                 edge & (np.arange(edge.shape[0])[:, None] == rows.max()),
+                 edge & (np.arange(edge.shape[1])[None, :] == cols.min()),
+                 edge & (np.arange(edge.shape[1])[None, :] == cols.max())]
     pixels = image[band]
     vivid = pixels[pixels.max(1) - pixels.min(1) >= cfg["min_saturation"]]
     if len(vivid) < 10:
@@ -428,13 +435,25 @@ def _drawn_outline(image: np.ndarray, shape: np.ndarray, rect: bool, cfg: dict[s
     inner, outer = image[inside].mean(0), image[outside].mean(0)
     for key in values[np.argsort(-counts, kind="stable")[:3]]:  # the line, a tinted fill, an object colour...
         colour = vivid[keys == key].mean(0)
-        if _blend_distance(colour, inner, outer) < cfg["tolerance"]:
-            continue  # a soft (anti-aliased, compressed) edge mixes inside and outside: not a drawn line
+        if not _distinct_line(colour, inner, outer, cfg):
+            continue
         near = (np.abs(image - colour).max(2) < cfg["tolerance"]).astype(np.uint8)
-        line = cv2.dilate(near, np.ones((3, 3), np.uint8))[edge].mean()
+        lined = cv2.dilate(near, np.ones((3, 3), np.uint8))
+        line = min(lined[part].mean() for part in parts)
         if line >= cfg["line_fraction"] and max(near[inside].mean(), near[outside].mean()) <= cfg["side_fraction"]:
             return True
     return False
+
+
+def _distinct_line(colour: np.ndarray, inner: np.ndarray, outer: np.ndarray, cfg: dict[str, Any]) -> bool:
+    """A drawn line is no mix of the colours on its two sides, and is more vivid, or lighter/darker, than both."""
+    if _blend_distance(colour, inner, outer) < cfg["tolerance"]:
+        return False  # a soft (anti-aliased, compressed) edge mixes inside and outside
+    luma = np.array([0.299, 0.587, 0.114])
+    y, sides = float(colour @ luma), (float(inner @ luma), float(outer @ luma))
+    margin = cfg["saturation_margin"]
+    return bool(np.ptp(colour) >= max(np.ptp(inner), np.ptp(outer)) + margin
+                or y >= max(sides) + margin or y <= min(sides) - margin)
 
 
 def _blend_distance(colour: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:

@@ -35,7 +35,8 @@ DEFAULT_CONFIG: dict[str, dict[str, Any]] = {
     "unlabeled_objects": {"severity": "warning", "pattern": r"(?i)^((object|obj)[ _-]?)?\d+$|^(unknown|unlabell?ed)?$"},
     "label_near_duplicates": {"severity": "warning"},
     "overlay_frames": {"severity": "error", "sample_frames": 200, "objects_per_frame": 3, "tolerance": 40,
-                       "min_saturation": 90, "line_fraction": 0.6, "side_fraction": 0.15, "bulk_fraction": 0.5},
+                       "min_saturation": 90, "saturation_margin": 20, "line_fraction": 0.6, "side_fraction": 0.15,
+                       "bulk_fraction": 0.5},
     "fps_mismatch": {"severity": "warning", "tolerance": 0.01},
     "temporal_flicker": {"severity": "warning", "min_iou": 0.5, "collapse_factor": 0.7, "max_area_ratio": 3.0,
                          "max_gap_steps": 2},
@@ -377,8 +378,9 @@ def image_token_budget(ctx: Context, cfg: dict[str, Any]) -> Iterator[Finding]:
 
         spec = get_spec(str(key))
     except (ImportError, UserError, KeyError) as exc:
-        yield hit(f"token budget not checked for {key!r}: model not in the registry", [],
-                  "Pick a registry key (python -m pipeline train --help lists them).", [str(exc)], "info")
+        source = "" if cfg["model"] else " (the dataset's family)"
+        yield hit(f"token budget not checked for {key!r}{source}: model not in the registry", [],
+                  "Pass --family/--model with a registry key, e.g. smolvlm-256m or qwen2-vl-2b.", [str(exc)], "info")
         return
     max_length = cfg["max_length"] or getattr(spec, "max_length", None) or 2048
     tokens_for = {size: spec.vision_tokens(*size) for size in {(r.width, r.height) for r in ctx.records

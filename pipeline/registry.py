@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import UserError
 
@@ -207,8 +207,6 @@ SPECS: list[ModelSpec] = [
 
 
 def _remote_disabled(spec: ModelSpec) -> ModelSpec:
-    from dataclasses import replace
-
     reason = (f"runs code from the Hub repo; allow-list it with {ALLOWLIST_ENV}='{spec.hub_id}@<commit>'"
               " and set its revision")
     return replace(spec, enabled=False, disabled_reason=reason)
@@ -218,18 +216,26 @@ SPECS = [_remote_disabled(s) if s.remote_code else s for s in SPECS]
 _BY_NAME: dict[str, ModelSpec] = {**{s.hub_id: s for s in SPECS}, **{s.key: s for s in SPECS}}
 
 
+def _effective(spec: ModelSpec) -> ModelSpec:
+    """A remote-code entry the operator allow-listed comes back enabled, pinned to the allow-listed revision."""
+    if spec.enabled or not is_allowed(spec):
+        return spec
+    return replace(spec, enabled=True, disabled_reason="", revision=pinned_revision(spec))
+
+
 def get_spec(key_or_hub_id: str) -> ModelSpec:
     """The registry entry for a key or Hub id; UserError listing the keys when unknown."""
     spec = _BY_NAME.get(key_or_hub_id.strip())
     if spec is None:
         keys = ", ".join(s.key for s in SPECS)
         raise UserError(f"unknown model {key_or_hub_id!r}; registry keys: {keys} (or a local model folder)")
-    return spec
+    return _effective(spec)
 
 
 def list_specs(include_disabled: bool = True) -> list[ModelSpec]:
-    """All registry entries in display order (tiny ones first)."""
-    return [s for s in SPECS if include_disabled or s.enabled or is_allowed(s)]
+    """All registry entries in display order (tiny ones first); allow-listed remote-code entries count as enabled."""
+    specs = [_effective(s) for s in SPECS]
+    return [s for s in specs if include_disabled or s.enabled]
 
 
 def allowlist() -> set[tuple[str, str]]:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +106,7 @@ class Resources:
     slots: int
     device: str = "cpu"
     physical_ids: list[str] = field(default_factory=list)
+    probe: Callable[[str], tuple[int, int] | None] = _gpu_memory  # (free, total) bytes of a GPU by physical id
 
     @classmethod
     def detect(cls) -> Resources:
@@ -132,7 +134,7 @@ class Resources:
         if self.device != "cuda" or not job.mem_bytes:
             return None
         for slot in slots:
-            info = _gpu_memory(self.physical_ids[slot])
+            info = self.probe(self.physical_ids[slot])
             if info is None:
                 continue
             free, total = info
@@ -406,7 +408,7 @@ class Scheduler:
             write_stop_file(job)
             signal_group(job.pid, job.pid_started, signal.SIGTERM)
             self.signalled[job.id] = 1
-        elif stage == 1 and now - job.cancel_requested >= cancel_grace_s():
+        elif stage == 1 and now - (job.cancel_requested or now) >= cancel_grace_s():
             signal_group(job.pid, job.pid_started, signal.SIGKILL)
             self.signalled[job.id] = 2
 

@@ -22,7 +22,7 @@ from .home import home_dir
 
 TINY_MODELS: tuple[str, ...] = ("tiny-smolvlm", "tiny-llava", "tiny-qwen2-vl")
 MARKER = "studio_model.json"  # written last: its presence means the folder is complete
-BUILD_VERSION = 1  # bump to rebuild cached tiny models after a recipe change
+BUILD_VERSION = 2  # bump to rebuild cached tiny models after a recipe change
 SEED = 0
 IMAGE_SIZE = 64
 TEXT = {"hidden_size": 96, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -69,16 +69,26 @@ WORDS = (
     "describe mark show visible appear appears appeared moving moves none no yes one two three four five please "
     "x1 y1 x2 y2 top left right bottom center width height pixels normalized relative format using for from"
 ).split()
-INSTRUCTIONS = [
+INSTRUCTIONS = [  # the phrasings of pipeline/tasks.py and the README examples
     "Find every {l} in the image and answer with boxes as JSON.",
-    "Detect all objects in the image. Answer with a JSON list of boxes and labels.",
-    "Where is the {l}? Give its bounding box.",
-    "Locate the {l} and return bbox_2d coordinates as JSON.",
-    "How many {l} objects are there in this frame?",
-    "Outline the {l} with a polygon.",
-    "Segment the {l} and give the polygon points.",
+    "Find every {l} in the image.",
+    "Locate all instances of {l}.",
+    "Detect {l}.",
+    "Give the bounding box of each {l}.",
+    "Where is the {l}? Answer with boxes.",
+    "What is the object at [10, 20, 30, 40]?",
+    "Name the object in the region [1, 2, 3, 4].",
+    "Which label fits the object at [5, 6, 7, 8]?",
+    "How many {l} objects are in the image?",
+    "Count the {l} objects.",
+    "How many times does {l} appear in this frame?",
+    "Which objects are in the image?",
+    "List the objects you can see.",
+    "What objects appear in this frame?",
+    "Outline the {l}.",
+    "Give the polygon of the {l}.",
+    "Segment the {l} as a polygon.",
     "In which seconds of the video is the {l} visible?",
-    "Describe the {l} in the picture.",
 ]
 
 
@@ -93,7 +103,9 @@ def _corpus(rng: random.Random, lines: int = 1500) -> list[str]:
         boxes = [[rng.randint(0, 999) for _ in range(4)] for _ in range(rng.randint(1, 3))]
         out.append(rng.choice(INSTRUCTIONS).format(l=label))
         out.append(json.dumps([{"bbox_2d": b, "label": rng.choice(LABELS)} for b in boxes]))
-        out.append(json.dumps([{"label": label, "box": b} for b in boxes], separators=(",", ":")))
+        out.append(json.dumps([{"label": label, "box": [v % 101 for v in b]} for b in boxes], separators=(",", ":")))
+        out.append(json.dumps([{"label": label, "polygon": [rng.randint(0, 100) for _ in range(8)]}],
+                              separators=(",", ":")))
         out.append(str([round(rng.random(), 2) for _ in range(4)]))
         out.append(f"There are {n % 10} {label} objects. Answer: {n}")
         out.append(" ".join(rng.sample(WORDS, 8)) + rng.choice([".", "?", ":", ","]))

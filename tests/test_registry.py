@@ -127,7 +127,9 @@ def test_remote_code_refused_unless_exact_pair_allow_listed(monkeypatch):
     monkeypatch.setenv(ALLOWLIST_ENV, "THUDM/cogvlm2-llama3-chat-19B@def, openbmb/MiniCPM-V-2_6@abc123")
     check_allowed(spec, revision="abc123")
     check_allowed(spec)  # the allow-listed revision is the one that gets loaded
-    assert pinned_revision(spec) == "abc123" and spec in list_specs(include_disabled=False)
+    assert pinned_revision(spec) == "abc123"
+    allowed = get_spec("minicpm-v-2.6")
+    assert allowed.enabled and allowed.revision == "abc123" and allowed in list_specs(include_disabled=False)
     with pytest.raises(UserError, match="not allow-listed"):
         check_allowed(spec, revision="other")
     with pytest.raises(UserError, match="not allow-listed"):

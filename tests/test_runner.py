@@ -368,3 +368,41 @@ def test_cli_submit_returns_while_real_training_runs_then_succeeds(studio_home: 
         assert exp.config["lora"]["r"] == 8 and exp.dataset_fingerprint
     finally:
         end_processes(studio_home)
+
+
+def test_submit_refuses_a_bad_config_without_leaving_anything(home: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    dataset = tmp_path / "ds"
+    dataset.mkdir()
+    code = main(["jobs", "submit", "--preset", "quick_test", "--data", str(dataset), "--set", "lora.r=0"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: lora.r: must be at least 1")
+    assert main(["jobs", "submit", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    assert open_store(home).list_jobs() == [] and not (home / "runs").exists()
+
+
+def test_gpu_memory_estimates_are_checked_against_free_memory_before_launch(home: Path) -> None:
+    gib = 2**30
+    backend = LocalBackend(home, scheduler="none")
+    first = backend.submit(scripted(home, "small", total_steps=200, step_seconds=0.05))
+    big, huge = scripted(home, "big", total_steps=1), scripted(home, "huge", total_steps=1)
+    big.mem_bytes, huge.mem_bytes = 4 * gib, 16 * gib
+    big_job = backend.submit(big)
+    gpus = Resources(slots=2, device="cuda", physical_ids=["0", "1"], probe=lambda _: (2 * gib, 8 * gib))
+    scheduler = Scheduler(backend.store, home, gpus)
+    scheduler.tick()
+    assert backend.get(first.id).status == "running"  # no estimate: nothing to check
+    waiting = backend.get(big_job.id)
+    assert waiting.status == "queued"  # our own job holds memory that will come back
+    assert waiting.queue_reason == "waiting for GPU memory: needs about 4.0 GiB per GPU, GPU 1 has 2.0 GiB free"
+    backend.cancel(first.id)
+    wait_for(lambda: not scheduler.tick() or backend.get(big_job.id).status != "queued", "the queue to settle")
+    refused = backend.get(big_job.id)
+    assert (refused.status, refused.error) == ("failed", "needs about 4.0 GiB per GPU, GPU 0 has 2.0 GiB free")
+    huge_job = backend.submit(huge)
+    scheduler.tick()
+    refused = backend.get(huge_job.id)
+    assert (refused.status, refused.error) == ("failed", "needs about 16.0 GiB per GPU, GPU 0 has 8.0 GiB in total")

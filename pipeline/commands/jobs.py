@@ -82,9 +82,9 @@ def _watch(backend: Any, args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(event, sort_keys=True), flush=True)
             if event.get("event") == "status":
-                final = event
-                if not args.json:
+                if not args.json and (final is None or final["status"] != event["status"]):
                     tqdm.write(f"job {event['job_id']}: {event['status']}", file=sys.stderr)
+                final = event
                 continue
             if args.json or not isinstance(event.get("step"), int):
                 continue

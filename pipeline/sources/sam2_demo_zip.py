@@ -130,7 +130,13 @@ class DemoExportSource(Source):
         return provider
 
     def plan(self) -> dict[str, list[int]]:
-        return {self.video_id: sorted(self.entries)}
+        if not self.overlay_frames:
+            return {self.video_id: sorted(self.entries)}
+        files = self.provider.files if isinstance(self.provider, ImageFrames) else {}
+        for index in sorted(i for i, objects in self.entries.items() if not objects and i not in files):
+            self.issue("missing_frame", "info", f"frame {index} has no object and no overlay PNG (the exporter writes "
+                       "PNGs only for frames with objects); frame skipped", video_id=self.video_id, frame_index=index)
+        return {self.video_id: sorted(i for i, objects in self.entries.items() if objects or i in files)}
 
     def frames(self, video_id: str, indices: list[int]) -> Iterator[SourceFrame]:
         return read_frames(self, self.provider, video_id, indices, self._objects)

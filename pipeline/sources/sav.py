@@ -38,6 +38,7 @@ class SavJsonSource(Source):
                 log.warnings.append(f"{path.name}: --include-auto given but {auto.name} is not beside it")
         self.size = (as_int(data.get("video_height")), as_int(data.get("video_width")))
         duration, count = data.get("video_duration"), data.get("video_frame_count")
+        self.frame_count = as_int(count)
         if isinstance(duration, int | float) and isinstance(count, int | float) and duration > 0:
             self.fps_claimed = round(float(count) / float(duration), 3)
         self.provider = self._frames()
@@ -65,6 +66,10 @@ class SavJsonSource(Source):
                 self.issue("fps_mismatch", "warning", f"annotation implies {self.fps_claimed:g} fps "
                            f"(video_frame_count / video_duration), the video has {info.fps:g} fps",
                            video_id=self.video_id)
+            if self.frame_count and abs(self.frame_count - info.frame_count) > 1:
+                self.issue("fps_mismatch", "warning", f"annotation says the video has {self.frame_count} frames, "
+                           f"{self.video.name} has {info.frame_count}: frame 4k may not be the annotated frame "
+                           "(re-encoded or trimmed video?)", video_id=self.video_id)
         return provider
 
     def plan(self) -> dict[str, list[int]]:

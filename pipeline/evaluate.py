@@ -1,0 +1,404 @@
+"""Evaluation: batched greedy generation on a split, answers parsed back to geometry, metrics, before/after.
+
+    python -m pipeline evaluate RUN --split test --limit 200
+    python -m pipeline evaluate --model tiny-smolvlm --adapter RUN/adapter --data DATASET
+
+    from pipeline.evaluate import evaluate_run
+    result = evaluate_run("studio_data/runs/r1", split="test")   # -> RUN/eval/test/{metrics.json, ...}
+
+The fine-tuned model, its base model (adapter switched off, or the registry base of a full fine-tune) and the
+mean-box baseline are scored by the same code (eval_score.py); see docs/EVALUATION.md.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import random
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .records import DATASET_META_FILE, RECORDS_FILE, FrameRecord, read_records
+from .tasks import Example
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,63}")
+TOKEN_MARGIN = 8  # extra generated tokens beyond the longest truth answer (a quarter more for long answers)
+
+
+@dataclass
+class Target:
+    """What to evaluate: model to load (+ adapter), how it talks (convention, tasks) and where it came from."""
+
+    model: str
+    adapter: str | None = None
+    base: str | None = None  # the model to compare against (None: no before/after)
+    name: str = ""
+    convention: str | None = None
+    tasks: list[str] | None = None
+    seed: int | None = None
+    labels: list[str] | None = None
+    image_cap: int | None = None
+    quantization: str | None = None
+    dataset: str | None = None
+    run_dir: str | None = None
+    checkpoint: str | None = None
+    step: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalResult:
+    """What an evaluation wrote: OUT, the main metrics, every compared model's metrics, and the files."""
+
+    out: str
+    metrics: dict[str, Any]
+    comparison: dict[str, dict[str, Any]]
+    files: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- data ------------------------------------------------------------------------------------------------------
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        raise UserError("not valid JSON", path) from None
+    return data if isinstance(data, dict) else {}
+
+
+def _records(path: Path) -> list[FrameRecord]:
+    try:
+        return read_records(path)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"unreadable records ({type(exc).__name__}: {exc})", path) from None
+
+
+def load_split(dataset: str | Path, split: str) -> tuple[list[FrameRecord], list[FrameRecord], dict[str, Any], str | None]:
+    """(records of the split, training records, dataset.json, note); a dataset without splits/ uses every record."""
+    root = Path(dataset).expanduser().resolve()
+    if not (root / RECORDS_FILE).is_file():
+        raise UserError(f"not a converted dataset (no {RECORDS_FILE})", root)
+    if not SAFE_NAME.fullmatch(split):
+        raise UserError(f"split name {split!r} must be a plain name like test, val or train")
+    meta = _read_json(root / DATASET_META_FILE)
+    splits = root / "splits"
+    if not (splits.is_dir() and any(splits.glob("*.jsonl"))):
+        everything = _records(root / RECORDS_FILE)
+        return everything, everything, meta, "the dataset has no splits/: every record was evaluated (and the " \
+                                             "mean-box baseline was computed on the same records)"
+    if not (splits / f"{split}.jsonl").is_file():
+        have = ", ".join(sorted(p.stem for p in splits.glob("*.jsonl")))
+        raise UserError(f"no {split} split (splits/{split}.jsonl); the dataset has: {have}", root)
+    train = _records(splits / "train.jsonl") if (splits / "train.jsonl").is_file() else []
+    return _records(splits / f"{split}.jsonl"), train, meta, None
+
+
+def pick_subset(examples: list[Example], limit: int | None, seed: int = 0) -> list[Example]:
+    """A fixed, seeded spread of `limit` examples (all tasks keep their share), in their original order."""
+    if not limit or limit >= len(examples):
+        return list(examples)
+    if limit < 1:
+        raise UserError(f"--limit must be at least 1 (got {limit})")
+    chosen = sorted(random.Random(seed).sample(range(len(examples)), limit))
+    return [examples[i] for i in chosen]
+
+
+def build_eval_examples(records: list[FrameRecord], target: Target, meta: dict[str, Any]) -> list[Example]:
+    """The instruction/answer pairs training built for these records (same tasks, convention, seed, labels)."""
+    from .tasks import build_examples
+
+    tasks = target.tasks or meta.get("tasks") or ["grounding"]
+    seed = target.seed if target.seed is not None else int(meta.get("seed") or 0)
+    labels = target.labels or (sorted(meta["labels"]) if isinstance(meta.get("labels"), dict | list) else None)
+    return build_examples(records, list(tasks), target.convention or "json", seed=seed, label_set=labels)
+
+
+# -- generation ------------------------------------------------------------------------------------------------
+def token_budget(processor: Any, answers: list[str]) -> int:
+    """max_new_tokens: the longest truth answer in tokens plus a margin (a model rambling past it is cut off)."""
+    tok = getattr(processor, "tokenizer", processor)
+    longest = max((len(tok(a, add_special_tokens=False)["input_ids"]) for a in answers), default=16)
+    return longest + max(TOKEN_MARGIN, longest // 4)
+
+
+def _frame(example: Example, root: Path | None, cap: int | None) -> Any:
+    from .collate import load_image
+
+    image = load_image(example.image, example.id, root)
+    if cap and max(image.size) > cap:
+        image.thumbnail((cap, cap))  # as training's RowDataset: the model saw frames at this size
+    return image
+
+
+def _to_device(inputs: Any, model: Any) -> dict[str, Any]:
+    import torch
+
+    param = next(model.parameters())
+    dtype = getattr(model, "dtype", param.dtype)
+    out = {}
+    for key, value in inputs.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(param.device)
+            if value.is_floating_point() and isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+                value = value.to(dtype)
+        out[key] = value
+    return out
+
+
+def generate_answers(model: Any, processor: Any, examples: list[Example], *, image_root: str | Path | None = None,
+                     batch_size: int = 8, max_new_tokens: int | None = None, image_cap: int | None = None,
+                     progress: bool = True, desc: str = "evaluate") -> list[str]:
+    """Greedy answers to each example's prompt about its frame, in batches (left padding), model left as found."""
+    import torch
+    from tqdm import tqdm
+
+    from .collate import build_generation_inputs, decode_answers
+
+    if batch_size < 1:
+        raise UserError(f"batch size must be at least 1 (got {batch_size})")
+    root = Path(image_root) if image_root else None
+    limit = max_new_tokens or token_budget(processor, [ex.answer for ex in examples])
+    tok = getattr(processor, "tokenizer", processor)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    was_training = model.training
+    model.eval()
+    answers: list[str] = []
+    try:
+        with torch.no_grad(), tqdm(total=len(examples), desc=desc, unit="ex", file=sys.stderr,
+                                   disable=not progress, leave=False) as bar:
+            for start in range(0, len(examples), batch_size):
+                batch = examples[start : start + batch_size]
+                inputs = build_generation_inputs(processor, [_frame(ex, root, image_cap) for ex in batch],
+                                                 [ex.prompt for ex in batch])
+                inputs = _to_device(inputs, model)
+                output = model.generate(**inputs, max_new_tokens=limit, do_sample=False, num_beams=1,
+                                        pad_token_id=pad, use_cache=True)
+                answers += decode_answers(processor, output, inputs["input_ids"].shape[1])
+                bar.update(len(batch))
+    finally:
+        model.train(was_training)
+    return answers
+
+
+# -- what to evaluate ----------------------------------------------------------------------------------------------
+def _step_of(folder: Path) -> int | None:
+    match = re.fullmatch(r"checkpoint-(\d+)", folder.name)
+    return int(match.group(1)) if match else None
+
+
+def _final_step(run: Path) -> int | None:
+    from .watch import PROGRESS_FILE, read_events
+
+    steps = [e.get("step") for e in read_events(run / PROGRESS_FILE) if e.get("event") == "end"]
+    return int(steps[-1]) if steps and isinstance(steps[-1], int) else None
+
+
+def resolve_checkpoint(run: Path, which: str | int = "best") -> tuple[Path, int | None, str | None]:
+    """(weights folder, training step, note) for best | last | N; best without best.json falls back to last."""
+    from .callbacks import check_manifest, list_checkpoints, newest_valid_checkpoint, read_best
+
+    which, note = str(which).strip().lower(), None
+    if which == "best":
+        best = read_best(run) or {}
+        folder = run / str(best.get("checkpoint") or "-")
+        if best.get("checkpoint") and folder.is_dir():
+            return folder, _step_of(folder), None
+        which, note = "last", "no best checkpoint (best.json) in the run: evaluated the final weights"
+    if which == "last":
+        final = next((run / name for name in ("adapter", "model") if (run / name).is_dir()), None)
+        if final is not None:
+            return final, _final_step(run), note
+        newest, _ = newest_valid_checkpoint(run)
+        if newest is None:
+            raise UserError("the run has no weights yet (no adapter/, model/ or complete checkpoint)", run)
+        return newest, _step_of(newest), note
+    match = re.fullmatch(r"(?:checkpoint-)?(\d+)", which)
+    if not match:
+        raise UserError(f"--checkpoint must be best, last or a step number (got {which!r})")
+    folder = run / f"checkpoint-{int(match.group(1))}"
+    if not folder.is_dir():
+        have = ", ".join(p.name for _, p in list_checkpoints(run)) or "none"
+        raise UserError(f"no {folder.name} in the run (checkpoints: {have})", run)
+    problem = check_manifest(folder, verify_hashes=False)
+    if problem:
+        raise UserError(f"{folder.name} is incomplete: {problem}", run)
+    return folder, _step_of(folder), None
+
+
+def run_target(run_dir: str | Path, checkpoint: str | int = "best") -> Target:
+    """The Target of a run folder: its base model + adapter (LoRA/QLoRA) or its own weights (full fine-tune)."""
+    from .config import load_config
+    from .registry import get_spec
+
+    run = Path(run_dir).expanduser().resolve()
+    if not (run / "config.yaml").is_file():
+        raise UserError("not a run folder (no config.yaml)", run)
+    cfg = load_config(run / "config.yaml")
+    info = _read_json(run / "studio.json")
+    folder, step, note = resolve_checkpoint(run, checkpoint)
+    full = cfg.training.method == "full"
+    labels = info.get("label_map")
+    return Target(
+        model=str(folder) if full else cfg.model.name, adapter=None if full else str(folder), base=cfg.model.name,
+        name=f"{run.name}/{folder.name}", convention=info.get("convention") or get_spec(cfg.model.name).convention,
+        tasks=info.get("tasks") or cfg.data.tasks, seed=info.get("seed"),
+        labels=sorted(labels) if isinstance(labels, dict | list) and labels else None,
+        image_cap=cfg.data.max_image_size, quantization="4bit" if cfg.training.method == "qlora" else None,
+        dataset=info.get("dataset") or cfg.data.path or None, run_dir=str(run), checkpoint=folder.name, step=step,
+        notes=[note] if note else [])
+
+
+def model_target(model: str, adapter: str | Path | None = None, base: str | None = None) -> Target:
+    """A Target for a model key / Hub id / folder, with an optional adapter; studio.json beside it is honoured."""
+    from .models import find_spec
+
+    info: dict[str, Any] = {}
+    if adapter is not None:
+        adapter = Path(adapter).expanduser().resolve()
+        if not (adapter / "adapter_config.json").is_file():
+            raise UserError("not a LoRA adapter folder (no adapter_config.json)", adapter)
+        info = _read_json(adapter / "studio.json")
+    elif Path(model).expanduser().is_dir():
+        info = _read_json(Path(model).expanduser() / "studio.json")
+    spec = find_spec(model)
+    convention = info.get("convention") or (spec.convention if spec else None)
+    if convention is None:
+        raise UserError(f"cannot tell the coordinate convention of {model!r} (not in the registry and no studio.json)")
+    labels = info.get("label_map")
+    name = f"{Path(model).name}+{adapter.name}" if adapter else Path(model).name
+    return Target(model=model, adapter=str(adapter) if adapter else None,
+                  base=base or (model if adapter else None), name=name, convention=convention,
+                  tasks=info.get("tasks"), seed=info.get("seed"),
+                  labels=sorted(labels) if isinstance(labels, dict | list) and labels else None,
+                  image_cap=info.get("max_image_size"))
+
+
+# -- running ------------------------------------------------------------------------------------------------------
+def _load(target: Target) -> tuple[Any, Any]:
+    from .models import load_model, load_processor
+    from .train import apply_image_cap  # a processor helper; nothing of the trainer is started
+
+    processor = load_processor(target.base or target.model if target.adapter else target.model)
+    apply_image_cap(processor, target.image_cap)
+    return processor, load_model(target.model, adapter=target.adapter, quantization=target.quantization)
+
+
+def _free(model: Any) -> None:
+    del model
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def model_answers(target: Target, examples: list[Example], root: Path, *, batch_size: int,
+                  max_new_tokens: int | None, with_base: bool) -> dict[str, list[str]]:
+    """{"model": answers} plus {"base": answers} when the base model is compared (adapter off, or reloaded)."""
+    processor, model = _load(target)
+    budget = max_new_tokens or token_budget(processor, [ex.answer for ex in examples])
+    kwargs = {"image_root": root, "batch_size": batch_size, "max_new_tokens": budget, "image_cap": target.image_cap}
+    out = {"model": generate_answers(model, processor, examples, desc=target.name or "model", **kwargs)}
+    if with_base and target.base:
+        if target.adapter:
+            with model.disable_adapter():
+                out["base"] = generate_answers(model, processor, examples, desc=f"base {target.base}", **kwargs)
+        else:
+            _free(model)
+            from .models import load_model
+
+            model = load_model(target.base, quantization=target.quantization)
+            out["base"] = generate_answers(model, processor, examples, desc=f"base {target.base}", **kwargs)
+    _free(model)
+    return out
+
+
+def _default_out(target: Target, split: str) -> Path:
+    if target.run_dir:
+        suffix = "" if target.checkpoint is None or "best" in target.notes or not target.checkpoint else ""
+        return Path(target.run_dir) / "eval" / (split + suffix)
+    from .home import home_dir
+
+    slug = re.sub(r"[^\w.-]+", "_", target.name).strip("._") or "model"
+    return home_dir("evals") / slug / split
+
+
+def evaluate_target(target: Target, dataset: str | Path | None = None, *, split: str = "test",
+                    limit: int | None = None, batch_size: int = 8, out: str | Path | None = None,
+                    with_base: bool = True, with_baseline: bool = True, max_new_tokens: int | None = None,
+                    overwrite: bool | None = None, tensorboard: bool = True, out_suffix: str = "") -> EvalResult:
+    """Evaluate a Target on a dataset split and write OUT (see docs/EVALUATION.md for every file)."""
+    from .eval_report import write_outputs, write_tensorboard
+    from .eval_score import mean_box_baseline, score_answers, summarize
+
+    source = dataset or target.dataset
+    if not source:
+        raise UserError("no dataset: pass --data DATASET")
+    root = Path(source).expanduser().resolve()
+    records, train, meta, note = load_split(root, split)
+    target.notes += [note] if note else []
+    examples = pick_subset(build_eval_examples(records, target, meta), limit)
+    if not examples:
+        raise UserError(f"the {split} split has no examples for tasks {', '.join(target.tasks or ['grounding'])}",
+                        root)
+    missing = next((ex.image for ex in examples if not (root / ex.image).is_file()), None)
+    if missing:
+        raise UserError(f"image {missing} of the dataset is missing", root)
+    default = out is None
+    out_dir = Path(out).expanduser().resolve() if out else _default_out(target, split + out_suffix)
+    answers = model_answers(target, examples, root, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                            with_base=with_base)
+    results = {name: score_answers(examples, texts, target.convention or "json") for name, texts in answers.items()}
+    if with_baseline:
+        baseline = mean_box_baseline(train)
+        results["baseline"] = score_answers(examples, [baseline.answer(ex, target.convention or "json")
+                                                       for ex in examples], target.convention or "json")
+    summaries = {name: summarize(rows) for name, rows in results.items()}
+    meta_info = {"model": target.model, "adapter": target.adapter, "base": target.base if with_base else None,
+                 "name": target.name, "run_dir": target.run_dir, "checkpoint": target.checkpoint, "step": target.step,
+                 "dataset": str(root), "split": split, "limit": limit, "convention": target.convention,
+                 "tasks": sorted({ex.task for ex in examples}), "batch_size": batch_size,
+                 "max_new_tokens": max_new_tokens, "notes": target.notes}
+    files = write_outputs(out_dir, results, summaries, meta_info, root,
+                          overwrite=default if overwrite is None else overwrite)
+    if tensorboard:
+        tb = Path(target.run_dir) / "tb" if target.run_dir else out_dir / "tb"
+        files["tensorboard"] = str(write_tensorboard(tb, f"evaluate_{split}", summaries, results["model"],
+                                                     target.step or 0, out_dir))
+    return EvalResult(str(out_dir), summaries["model"], summaries, files, target.notes)
+
+
+def evaluate_run(run_dir: str | Path, dataset: str | Path | None = None, split: str = "test",
+                 limit: int | None = None, batch_size: int = 8, checkpoint: str | int = "best",
+                 out: str | Path | None = None, with_base: bool = True, with_baseline: bool = True,
+                 max_new_tokens: int | None = None, overwrite: bool | None = None) -> EvalResult:
+    """Evaluate a run's checkpoint (best, last or a step) on a split; OUT defaults to RUN/eval/<split>."""
+    target = run_target(run_dir, checkpoint)
+    suffix = "" if str(checkpoint) == "best" else f"-{target.checkpoint}"
+    return evaluate_target(target, dataset, split=split, limit=limit, batch_size=batch_size, out=out,
+                           with_base=with_base, with_baseline=with_baseline, max_new_tokens=max_new_tokens,
+                           overwrite=overwrite, out_suffix=suffix)
+
+
+def evaluate_model(model: str, adapter: str | Path | None = None, dataset: str | Path | None = None,
+                   split: str = "test", limit: int | None = None, batch_size: int = 8,
+                   out: str | Path | None = None, with_base: bool = True, with_baseline: bool = True,
+                   max_new_tokens: int | None = None, base: str | None = None,
+                   overwrite: bool | None = None) -> EvalResult:
+    """Evaluate a model key / Hub id / folder (+ adapter); base = the model without the adapter unless given."""
+    target = model_target(model, adapter, base)
+    return evaluate_target(target, dataset, split=split, limit=limit, batch_size=batch_size, out=out,
+                           with_base=with_base, with_baseline=with_baseline, max_new_tokens=max_new_tokens,
+                           overwrite=overwrite)
