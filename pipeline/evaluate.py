@@ -52,7 +52,7 @@ class Target:
 
 @dataclass
 class EvalResult:
-    """What an evaluation wrote: OUT, the main metrics, every compared model's metrics, and the files."""
+    """What an evaluation wrote: OUT, the main metrics, {column name: metrics} of every compared model, files."""
 
     out: str
     metrics: dict[str, Any]
@@ -82,7 +82,10 @@ def _records(path: Path) -> list[FrameRecord]:
         raise UserError(f"unreadable records ({type(exc).__name__}: {exc})", path) from None
 
 
-def load_split(dataset: str | Path, split: str) -> tuple[list[FrameRecord], list[FrameRecord], dict[str, Any], str | None]:
+Split = tuple[list[FrameRecord], list[FrameRecord], dict[str, Any], str | None]
+
+
+def load_split(dataset: str | Path, split: str) -> Split:
     """(records of the split, training records, dataset.json, note); a dataset without splits/ uses every record."""
     root = Path(dataset).expanduser().resolve()
     if not (root / RECORDS_FILE).is_file():
@@ -305,8 +308,8 @@ def _free(model: Any) -> None:
 
 
 def model_answers(target: Target, examples: list[Example], root: Path, *, batch_size: int,
-                  max_new_tokens: int | None, with_base: bool) -> dict[str, list[str]]:
-    """{"model": answers} plus {"base": answers} when the base model is compared (adapter off, or reloaded)."""
+                  max_new_tokens: int | None, with_base: bool) -> tuple[dict[str, list[str]], int]:
+    """({"model": answers, "base": answers when compared (adapter off, or reloaded)}, max_new_tokens used)."""
     processor, model = _load(target)
     budget = max_new_tokens or token_budget(processor, [ex.answer for ex in examples])
     kwargs = {"image_root": root, "batch_size": batch_size, "max_new_tokens": budget, "image_cap": target.image_cap}
@@ -322,17 +325,16 @@ def model_answers(target: Target, examples: list[Example], root: Path, *, batch_
             model = load_model(target.base, quantization=target.quantization)
             out["base"] = generate_answers(model, processor, examples, desc=f"base {target.base}", **kwargs)
     _free(model)
-    return out
+    return out, budget
 
 
-def _default_out(target: Target, split: str) -> Path:
+def _default_out(target: Target, name: str) -> Path:
     if target.run_dir:
-        suffix = "" if target.checkpoint is None or "best" in target.notes or not target.checkpoint else ""
-        return Path(target.run_dir) / "eval" / (split + suffix)
+        return Path(target.run_dir) / "eval" / name
     from .home import home_dir
 
     slug = re.sub(r"[^\w.-]+", "_", target.name).strip("._") or "model"
-    return home_dir("evals") / slug / split
+    return home_dir("evals") / slug / name
 
 
 def evaluate_target(target: Target, dataset: str | Path | None = None, *, split: str = "test",
@@ -340,7 +342,7 @@ def evaluate_target(target: Target, dataset: str | Path | None = None, *, split:
                     with_base: bool = True, with_baseline: bool = True, max_new_tokens: int | None = None,
                     overwrite: bool | None = None, tensorboard: bool = True, out_suffix: str = "") -> EvalResult:
     """Evaluate a Target on a dataset split and write OUT (see docs/EVALUATION.md for every file)."""
-    from .eval_report import write_outputs, write_tensorboard
+    from .eval_report import display_names, write_outputs, write_tensorboard
     from .eval_score import mean_box_baseline, score_answers, summarize
 
     source = dataset or target.dataset
@@ -358,7 +360,10 @@ def evaluate_target(target: Target, dataset: str | Path | None = None, *, split:
         raise UserError(f"image {missing} of the dataset is missing", root)
     default = out is None
     out_dir = Path(out).expanduser().resolve() if out else _default_out(target, split + out_suffix)
-    answers = model_answers(target, examples, root, batch_size=batch_size, max_new_tokens=max_new_tokens,
+    replace = default if overwrite is None else overwrite
+    if not replace and out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise UserError("output folder already exists and is not empty (choose another --out)", out_dir)
+    answers, budget = model_answers(target, examples, root, batch_size=batch_size, max_new_tokens=max_new_tokens,
                             with_base=with_base)
     results = {name: score_answers(examples, texts, target.convention or "json") for name, texts in answers.items()}
     if with_baseline:
@@ -370,14 +375,15 @@ def evaluate_target(target: Target, dataset: str | Path | None = None, *, split:
                  "name": target.name, "run_dir": target.run_dir, "checkpoint": target.checkpoint, "step": target.step,
                  "dataset": str(root), "split": split, "limit": limit, "convention": target.convention,
                  "tasks": sorted({ex.task for ex in examples}), "batch_size": batch_size,
-                 "max_new_tokens": max_new_tokens, "notes": target.notes}
-    files = write_outputs(out_dir, results, summaries, meta_info, root,
-                          overwrite=default if overwrite is None else overwrite)
+                 "max_new_tokens": budget, "notes": target.notes}
+    files = write_outputs(out_dir, results, summaries, meta_info, root, overwrite=replace)
     if tensorboard:
         tb = Path(target.run_dir) / "tb" if target.run_dir else out_dir / "tb"
         files["tensorboard"] = str(write_tensorboard(tb, f"evaluate_{split}", summaries, results["model"],
                                                      target.step or 0, out_dir))
-    return EvalResult(str(out_dir), summaries["model"], summaries, files, target.notes)
+    names = display_names(meta_info, list(summaries))
+    return EvalResult(str(out_dir), summaries["model"], {names[k]: s for k, s in summaries.items()}, files,
+                      target.notes)
 
 
 def evaluate_run(run_dir: str | Path, dataset: str | Path | None = None, split: str = "test",

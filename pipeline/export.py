@@ -171,14 +171,21 @@ def _write_adapter(info: RunInfo, source: Path, dst: Path) -> None:
     shutil.copyfile(source / "adapter_model.safetensors", dst / "adapter_model.safetensors")
     config = json.loads((source / "adapter_config.json").read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = info.spec.hub_id
-    config["revision"] = info.spec.revision
+    config["revision"] = base_revision(info.spec)
     (dst / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def base_revision(spec: Any) -> str | None:
+    """The base model revision training loaded (the registry's pin, or the allow-listed one for remote code)."""
+    from .registry import pinned_revision
+
+    return pinned_revision(spec)
 
 
 def _studio_json(info: RunInfo, mode: str, label: str, step: int | None, dtype: str | None) -> dict[str, Any]:
     studio = {key: info.studio[key] for key in STUDIO_KEYS if key in info.studio}
     studio.update(format=EXPORT_FORMAT, mode=mode, method=info.method, model=info.spec.key,
-                  base_model=info.spec.hub_id, base_revision=info.spec.revision, family=info.spec.family,
+                  base_model=info.spec.hub_id, base_revision=base_revision(info.spec), family=info.spec.family,
                   convention=studio.get("convention", info.spec.convention), tiny=info.spec.tiny,
                   checkpoint=label, step=step, dtype=dtype)
     studio.setdefault("max_image_size", info.config.data.max_image_size)
@@ -269,6 +276,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, mode: str = "adapter", 
     from tqdm import tqdm
 
     from .atomic import atomic_output_dir
+    from .inference import deploy_config_yaml
     from .leaks import find_leaks
     from .modelcard import write_card
 
@@ -305,6 +313,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, mode: str = "adapter", 
         bar.update()
         studio = _studio_json(info, mode, label, step, used_dtype)
         (tmp / "studio.json").write_text(json.dumps(studio, indent=2) + "\n", encoding="utf-8")
+        (tmp / "deploy_config.yaml").write_text(deploy_config_yaml(studio), encoding="utf-8")
         write_card(info, tmp, studio, repo_id=repo_id or out.name, datasets=datasets, parity=report)
         bar.update()
         leaks = find_leaks(tmp, extra_paths=[info.run, info.dataset, out.parent, tmp])

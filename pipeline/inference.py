@@ -85,6 +85,14 @@ def generate(model: Any, processor: Any, rows: list[dict[str, Any]], max_new_tok
     return decode_answers(processor, output, inputs["input_ids"].shape[1]), logits
 
 
+def default_prompt(studio: dict[str, Any]) -> str:
+    """The first grounding (else first) training prompt template, filled with the first label."""
+    templates = studio.get("prompt_templates") or {}
+    phrases = templates.get("grounding") or next(iter(templates.values()), None) or ["Find every {label} in the image."]
+    labels = sorted(studio.get("label_map") or {}) or ["object"]
+    return phrases[0].format(label=labels[0], region="[0, 0, 10, 10]", where="")
+
+
 def predict(loaded: LoadedExport, image: Any, prompt: str, max_new_tokens: int = 256) -> dict[str, Any]:
     """Answer `prompt` about `image` (path or PIL); boxes parsed with the export's convention, in image pixels."""
     from .collate import load_image
@@ -158,3 +166,13 @@ def deploy_config(studio: dict[str, Any], seq_len: int = 1024) -> dict[str, Any]
         "environment": {name: value for name, (value, _) in DEPLOY_ENV.items()},
         "secrets": {"HF_TOKEN": "only to download a gated base model at start; pass at run time, never bake it in"},
     }
+
+
+def deploy_config_yaml(studio: dict[str, Any]) -> str:
+    """deploy_config.yaml text: a header naming the service files, then `deploy_config(studio)`."""
+    import yaml
+
+    header = ("# Inference service for a SAM2 VLM Studio export: deploy/Dockerfile runs deploy/serve.py.\n"
+              "# hardware: from the project's memory estimator (one request, no gradients); environment: the\n"
+              "# variables serve.py reads, with their defaults. Regenerate: pipeline.inference.deploy_config_yaml.\n")
+    return header + yaml.safe_dump(deploy_config(studio), sort_keys=False, width=100)

@@ -76,6 +76,7 @@ def convert(inputs: Sequence[str | Path], out: str | Path, *, video: str | Path 
     for path in [*options.videos, *([options.images] if options.images else [])]:
         if not path.exists():
             raise UserError("no such file or folder", path)
+    _check_out(Path(out), [*inputs, *options.videos, *([options.images] if options.images else [])], overwrite)
     log = IssueLog()
     with ExitStack() as stack:
         sources = [stack.enter_context(open_source(path, options, log)) for path in inputs]
@@ -88,6 +89,18 @@ def convert(inputs: Sequence[str | Path], out: str | Path, *, video: str | Path 
             summary = writer.finish(sources, Path(out).expanduser().resolve(), convention, list(tasks), seed,
                                     family or convention)
     return summary
+
+
+def _check_out(out: Path, reads: list[Path], overwrite: bool) -> None:
+    """Fail fast on an existing OUT, and never let --overwrite replace a folder holding an input."""
+    out = out.expanduser().resolve()
+    if not out.exists():
+        return
+    if not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise UserError("output folder already exists and is not empty (choose another --out)", out)
+    for path in reads:
+        if path.expanduser().resolve().is_relative_to(out):
+            raise UserError(f"output folder holds the input {path}: choose another --out", out)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -137,10 +150,14 @@ class _Writer:
             for n, src, vid, chosen in plans:
                 out_id = self._video_id(vid, src)
                 counts = self.per_source.setdefault(n, Counter())
+                start = len(self.log.issues)
                 for frame in src.frames(vid, chosen):
                     if self._write(handle, src, out_id, frame):
                         counts.update(frames=1, objects=len(frame.objects))
                     bar.update(1)
+                for issue in self.log.issues[start:]:  # issues name the video as the dataset does (renamed ids)
+                    if issue["video_id"] == vid:
+                        issue["video_id"] = out_id
         for n, src in enumerate(sources):
             src.finish()
             self._check_usable(src, self.per_source.get(n, Counter()))

@@ -67,6 +67,7 @@ class JobSpec:
     mem_bytes: int | None = None
     cwd: str | None = None
     tags: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # from validation, for the caller to show
 
 
 class JobBackend(Protocol):
@@ -104,6 +105,7 @@ class LocalBackend:
         self.store = open_store(self.home)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.wake()  # queued jobs left by a reboot, or orphans still running, get a scheduler on any contact
 
     def start(self) -> None:
         """Run the scheduler in a daemon thread of this process (waits for the lock if a detached one runs)."""
@@ -242,18 +244,18 @@ def prepare_train(config: str | Path | None = None, preset: str | None = None, m
         raise UserError("run folder already exists and is not empty (resume its job, or change training.output_dir)",
                         run_dir)
     set_field(cfg, "training.output_dir", str(run_dir))
+    if not cfg.data.path:
+        raise UserError("data.path: no dataset given (--data DIR, or data.path in the config)", config)
     hw = detect_hardware()
     errors, warnings = validate_config(cfg, hw)
     if errors:
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         raise UserError(errors[0] + more, config)
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
     config_path = save_config(cfg, run_dir / "config.yaml")
     return JobSpec(argv=train_command(config_path), run_dir=str(run_dir), kind="train", run_id=run_id,
                    name=name or f"{cfg.model.name}-{run_id}", config=cfg.model_dump(mode="json"),
                    model=cfg.model.name, dataset_fingerprint=dataset_fingerprint(cfg.data.path) if cfg.data.path
-                   else None, slots=gpus, mem_bytes=_memory_bytes(cfg, hw), tags=list(tags))
+                   else None, slots=gpus, mem_bytes=_memory_bytes(cfg, hw), tags=list(tags), warnings=warnings)
 
 
 def _memory_bytes(cfg: Any, hw: Any) -> int | None:
@@ -269,7 +271,10 @@ def _memory_bytes(cfg: Any, hw: Any) -> int | None:
 
 def submit_train(backend: JobBackend | None = None, **kwargs: Any) -> Job:
     """prepare_train(**kwargs) then submit it; returns the queued job (the run keeps going after this returns)."""
-    return (backend or get_backend()).submit(prepare_train(**kwargs))
+    spec = prepare_train(**kwargs)
+    for warning in spec.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return (backend or get_backend()).submit(spec)
 
 
 def job_json(job: Job) -> str:

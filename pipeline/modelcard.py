@@ -218,13 +218,14 @@ def card_context(info: Any, studio: dict[str, Any], *, model_ref: str, parity: d
                                                                       region="[x1, y1, x2, y2]", where="")
     hardware, timing = hardware_and_time(events)
     license_id, _ = hub_license(spec.license)
+    rev = studio.get("base_revision")
     base_line = f"[{spec.hub_id}](https://huggingface.co/{spec.hub_id})" if "/" in spec.hub_id else (
         f"`{spec.key}` (an offline tiny model built by SAM2 VLM Studio)")
     context = {
         "title": model_ref, "model_ref": model_ref, "mode": studio["mode"], "dtype": studio.get("dtype"),
         "mode_phrase": "LoRA adapter (load it on the base model)" if studio["mode"] == "adapter" else
         "complete model (adapter merged into the base)" if info.method != "full" else "fully fine-tuned model",
-        "base_phrase": f"`{spec.hub_id}`", "base_line": base_line + (f" @ `{spec.revision}`" if spec.revision else ""),
+        "base_phrase": f"`{spec.hub_id}`", "base_line": base_line + (f" @ `{rev}`" if rev else ""),
         "method_name": METHODS.get(info.method, info.method), "checkpoint": studio.get("checkpoint"),
         "step": studio.get("step"), "convention": studio["convention"],
         "convention_text": CONVENTION_TEXT.get(studio["convention"], ""), "license_text": spec.license or license_id,
@@ -241,7 +242,8 @@ def card_context(info: Any, studio: dict[str, Any], *, model_ref: str, parity: d
 def usage_code(spec: Any, studio: dict[str, Any], model_ref: str, prompt: str) -> str:
     """Python that loads this export with transformers (+ peft), answers one image and parses the boxes."""
     adapter = studio["mode"] == "adapter"
-    revision = f", revision={json.dumps(spec.revision)}" if spec.revision else ""
+    rev = studio.get("base_revision")
+    revision = f", revision={json.dumps(rev)}" if rev else ""
     lines = (["from peft import PeftModel"] if adapter else []) + [
         "from PIL import Image", "from transformers import AutoModelForImageTextToText, AutoProcessor", ""]
     if adapter and spec.tiny:

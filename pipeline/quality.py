@@ -281,21 +281,27 @@ def validate(input_or_dataset: str | Path, out: str | Path, *, video: str | Path
     cfg = load_config(config)
     if family:
         cfg["image_token_budget"]["model"] = family
-    if is_dataset(source):
-        return write_report(run_rules(source, cfg), out, overwrite)
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        if is_dataset(source):
+            report = run_rules(source, cfg)
+        else:
+            report = _convert_and_run(source, tmp / ".converted", cfg, video, convert_options)
+        _write_files(report, tmp)
+    final = Path(out).expanduser().resolve()
+    report.paths = {name: str(final / Path(path).name) for name, path in report.paths.items()}
+    return report
+
+
+def _convert_and_run(source: Path, converted: Path, cfg: dict[str, Any], video: Any,
+                     convert_options: dict[str, Any]) -> Report:
     try:
         from .ingest import convert
     except ImportError:
         raise UserError("not a converted dataset (converting raw exports needs pipeline.ingest)", source) from None
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        converted = tmp / ".converted"
-        try:
-            convert([source], converted, video=video, **convert_options)
-            report = run_rules(converted, cfg)
-        finally:
-            shutil.rmtree(converted, ignore_errors=True)
-        report.summary["dataset"] = f"{source} (converted for this report, not kept)"
-        _write_files(report, tmp)
-    final = Path(out).expanduser().resolve()
-    report.paths = {name: str(final / Path(path).name) for name, path in report.paths.items()}
+    try:
+        convert([source], converted, video=video, **convert_options)
+        report = run_rules(converted, cfg)
+    finally:
+        shutil.rmtree(converted, ignore_errors=True)
+    report.summary["dataset"] = f"{source} (converted for this report, not kept)"
     return report

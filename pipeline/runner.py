@@ -180,15 +180,22 @@ def decide_status(job: Job, rc: int | None) -> tuple[str, str | None]:
     elif rc == 0:
         status = end_status if end_status in ("succeeded", "failed", "cancelled") else (
             "cancelled" if cancelled else "succeeded")
-    elif rc < 0:
-        status = "cancelled" if cancelled else "interrupted"
+    elif rc < 0:  # killed; an attempt that had already written its successful end keeps it
+        status = "succeeded" if end_status == "succeeded" else "cancelled" if cancelled else "interrupted"
     else:
         status = "cancelled" if cancelled else "failed"
     if status == "failed" and not error:
         error = log_tail(Path(job.run_dir) / LOG_FILE) or f"exited with code {rc}"
     if status == "interrupted" and not error:
-        error = f"killed by {signal.Signals(-rc).name}" if rc is not None and rc < 0 else "the process is gone"
+        error = f"killed by {_signal_name(-rc)}" if rc is not None and rc < 0 else "the process is gone"
     return status, error
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def finish(store: JobStore, job: Job, rc: int | None, note: str | None = None) -> Job | None:
@@ -198,7 +205,8 @@ def finish(store: JobStore, job: Job, rc: int | None, note: str | None = None) -
     done = store.transition(job.id, "running", status, detail=note, expect_attempt=job.attempt, exit_code=rc,
                             error=error if status != "succeeded" else None, ended_at=now, heartbeat=now)
     if done is not None and job.kind == "train":
-        update_summary(store, job, wall=now - (job.started_at or now))
+        ended = now if rc is not None else (job.heartbeat or now)  # a process found dead ended by its last beat
+        update_summary(store, job, wall=max(0.0, ended - (job.started_at or ended)))
     return done
 
 

@@ -31,7 +31,7 @@ from .hardware import Hardware, detect_hardware
 from .records import DATASET_META_FILE, RECORDS_FILE, FrameRecord, read_records
 
 log = logging.getLogger("pipeline.train")
-FRESH_RUN_FILES = {"config.yaml", "train.log"}  # what a job runner leaves in RUN before starting us
+FRESH_RUN_FILES = {"config.yaml", "train.log", "STOP"}  # what a job runner may leave in RUN before starting us
 OUTPUT_TMP = ".output.tmp"
 
 
@@ -335,9 +335,9 @@ def studio_info(cfg: TrainConfig, plan: Plan) -> dict[str, Any]:
     }
 
 
-def prepare_run_folder(cfg: TrainConfig, plan: Plan) -> None:
+def prepare_run_folder(cfg: TrainConfig, plan: Plan, resume: bool = False) -> None:
     """Rank 0: create RUN, write config.yaml, drop incomplete checkpoints and stale leftovers."""
-    from .callbacks import BEST_FILE, list_checkpoints, read_best, remove_path
+    from .callbacks import BEST_FILE, STOP_FILE, list_checkpoints, read_best, remove_path
 
     plan.run.mkdir(parents=True, exist_ok=True)
     save_config(cfg, plan.run / "config.yaml")
@@ -349,6 +349,19 @@ def prepare_run_folder(cfg: TrainConfig, plan: Plan) -> None:
     best = read_best(plan.run)
     if best and not (plan.run / str(best.get("checkpoint"))).is_dir():
         remove_path(plan.run / BEST_FILE)
+    if resume:
+        _drop_stale_stop(plan.run / STOP_FILE)
+
+
+def _drop_stale_stop(stop: Path) -> None:
+    """A STOP file older than this process ended an earlier attempt; one written since is a new cancel."""
+    import psutil
+
+    try:
+        if stop.stat().st_mtime < psutil.Process().create_time():
+            stop.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def _same_file(handle: Any, path: Path) -> bool:
@@ -483,7 +496,7 @@ def run_training(config: TrainConfig, *, resume: bool = False) -> TrainResult:
         model = build_model(config, plan.spec, hw, str(args.device))
     with args.main_process_first(desc="run folder"):
         if main:
-            prepare_run_folder(config, plan)
+            prepare_run_folder(config, plan, resume)
     return _train(config, plan, args, processor, model, hw, resume, VisionLanguageCollator)
 
 

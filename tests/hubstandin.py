@@ -57,16 +57,18 @@ class HubStandIn:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._endpoint = ""
 
     @property
     def endpoint(self) -> str:
-        assert self._server is not None, "start() the stand-in first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        assert self._endpoint, "start() the stand-in first"
+        return self._endpoint
 
     def start(self) -> HubStandIn:
         handler = type("Handler", (_Handler,), {"hub": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        host, port = self._server.server_address[:2]
+        self._endpoint = f"http://{host}:{port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="hub-stand-in", daemon=True)
         self._thread.start()
         return self
@@ -104,6 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")  # no kept-alive handler threads outlive stop()
         if error_code:
             self.send_header("X-Error-Code", error_code)
             self.send_header("X-Error-Message", str(payload.get("error", "")))

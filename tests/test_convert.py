@@ -71,6 +71,8 @@ def test_every_and_max_frames(sample_dir: Path, truth: dict, tmp_path: Path) -> 
     assert [r.frame_index for r in read_records(out)] == [0, 5, 10, 15] and summary.frames == 4
     assert sorted(p.name for p in (out / "images" / "sam2_stream").iterdir()) == \
            ["000000.jpg", "000005.jpg", "000010.jpg", "000015.jpg"]
+    again = convert([sample_dir / truth["sam2_stream"]["file"]], out, max_frames=2, overwrite=True)
+    assert again.frames == 2 and len(read_records(out)) == 2
     with pytest.raises(UserError, match="--every"):
         convert([sample_dir / truth["sam2_stream"]["file"]], tmp_path / "x", every=0)
     with pytest.raises(UserError, match="--max-frames"):
@@ -95,6 +97,9 @@ def test_failure_leaves_no_output(sample_dir: Path, truth: dict, tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
     with pytest.raises(UserError, match="output folder already exists"):
         convert([sample_dir / truth["sam2_stream"]["file"]], path.parent)
+    with pytest.raises(UserError, match="output folder holds the input"):
+        convert([path], path.parent, overwrite=True)
+    assert path.is_file()
 
 
 def test_detect_for_the_app(sample_dir: Path, truth: dict) -> None:

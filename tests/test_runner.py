@@ -321,9 +321,14 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 
 def test_jobs_cli_list_cancel_resume_watch_show(home: Path) -> None:
     job = LocalBackend(home, scheduler="none").submit(scripted(home, "cli", total_steps=3, step_seconds=0.01))
-    listed = json.loads(cli("jobs", "list", "--json").stdout)
-    assert [(j["id"], j["status"], j["position"]) for j in listed] == [(job.id, "queued", 1)]
-    assert json.loads(cli("jobs", "cancel", str(job.id), "--json").stdout)["status"] == "cancelled"
+    lock = SchedulerLock(home)
+    assert lock.acquire()  # stands in for a busy scheduler: the CLI must not start another one
+    try:
+        listed = json.loads(cli("jobs", "list", "--json").stdout)
+        assert [(j["id"], j["status"], j["position"]) for j in listed] == [(job.id, "queued", 1)]
+        assert json.loads(cli("jobs", "cancel", str(job.id), "--json").stdout)["status"] == "cancelled"
+    finally:
+        lock.release()
     resumed = json.loads(cli("jobs", "resume", str(job.id), "--json").stdout)  # starts the detached scheduler
     assert (resumed["status"], resumed["attempt"]) == ("queued", 2)
     watched = cli("jobs", "watch", str(job.id), "--json")
@@ -381,6 +386,8 @@ def test_submit_refuses_a_bad_config_without_leaving_anything(home: Path, tmp_pa
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: lora.r: must be at least 1")
     assert main(["jobs", "submit", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+    assert main(["jobs", "submit", "--preset", "quick_test"]) == 2
+    assert capsys.readouterr().err == "error: data.path: no dataset given (--data DIR, or data.path in the config)\n"
     assert open_store(home).list_jobs() == [] and not (home / "runs").exists()
 
 

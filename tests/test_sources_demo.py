@@ -129,6 +129,17 @@ def test_demo_without_video_refuses_and_overlays_only_on_request(sample_dir: Pat
     assert all(i["severity"] == "info" for i in log.issues if i["rule"] == "missing_frame")  # no object, no PNG
 
 
+def test_zip_without_annotations_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    with pytest.raises(UserError, match=r"ZIP holds \['readme.txt'\] but no annotations.json"):
+        read_source(path)
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(UserError, match="other.zip"):
+        read_source(path)
+
+
 def test_fixture_job_folder_needs_video(fixtures_dir: Path) -> None:
     with pytest.raises(UserError, match="--video") as err:
         read_source(fixtures_dir / FORK / JOB)

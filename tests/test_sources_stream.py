@@ -101,6 +101,17 @@ def test_stream_errors(sample_dir: Path, truth: dict, tmp_path: Path) -> None:
         read_source(junk, videos=[sample_dir / truth["video"]])
 
 
+def test_stream_frames_beyond_the_video(sample_dir: Path, truth: dict, tmp_path: Path) -> None:
+    lines = _lines(sample_dir, truth)
+    late = dict(lines[0], frame_index=truth["frame_count"] + 10)
+    path = tmp_path / "late.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in (lines[0], late)))
+    frames, log, _ = read_source(path, videos=[sample_dir / truth["video"]])
+    assert [f[0] for f in frames] == [lines[0]["frame_index"]]
+    assert [(i["rule"], i["frame_index"]) for i in log.issues] == [("missing_frame", late["frame_index"])]
+    assert "beyond the end of the video" in log.issues[0]["message"]
+
+
 def test_stream_json_list_is_accepted(sample_dir: Path, truth: dict, tmp_path: Path) -> None:
     path = tmp_path / "sam2_stream.json"
     path.write_text(json.dumps(_lines(sample_dir, truth)[:5]))

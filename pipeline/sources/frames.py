@@ -81,18 +81,6 @@ class ImageFrames:
             raise UserError("folder has no numbered image files (00000.jpg, ...)", folder)
         return cls(files, str(folder))
 
-    def size(self) -> tuple[int, int] | None:
-        """(height, width) of the first readable image."""
-        from PIL import Image
-
-        for path in self.files.values():
-            try:
-                with Image.open(path) as image:
-                    return image.height, image.width
-            except OSError:
-                continue
-        return None
-
     def iter(self, indices: list[int]) -> Iterator[tuple[int, object, Path | None]]:
         """Yield (index, lazily opened image, path) for the wanted indices that have a readable file."""
         from PIL import Image
