@@ -443,10 +443,17 @@ class CancelCallback(TrainerCallback):
         self.requested = False
         self.cancelled_at: int | None = None
 
-    def install_signal(self) -> None:
-        """Turn SIGTERM into a graceful stop request (main thread only)."""
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._on_signal)
+    def install_signal(self) -> Any:
+        """Turn SIGTERM into a graceful stop request (main thread only); returns the handler it replaced."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        return signal.signal(signal.SIGTERM, self._on_signal)
+
+    @staticmethod
+    def restore_signal(previous: Any) -> None:
+        """Put back the SIGTERM handler that install_signal replaced."""
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.requested = True

@@ -11,7 +11,6 @@ exports/<name>), so a remote caller can never point the studio at an arbitrary p
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -225,13 +224,15 @@ def _preview_frames(inputs: Inputs, limit: int) -> tuple[list[tuple[Any, str]], 
     per_input = max(1, limit // max(1, len(inputs.annotations)))
     for path in inputs.annotations:
         with open_source(path, options, log) as src:
-            plan = {vid: idx for vid, idx in src.plan().items() if idx}
+            plan, start = {vid: idx for vid, idx in src.plan().items() if idx}, len(shots)
             for vid, indices in plan.items():
-                for frame in src.frames(vid, _spread(indices, max(1, per_input // len(plan)))):
-                    image = frame.image.convert("RGB")
-                    shots.append((draw_objects(image, frame.objects), f"{vid} · frame {frame.frame_index}"))
-                    _collect(objects, image, frame.objects)
-    problems = [f"{Path(i['source']).name}: {i['message']}" for i in log.issues if i.get("severity") == "error"][:5]
+                for frame in src.frames(vid, _spread(indices, 2 * max(1, per_input // len(plan)))):
+                    if frame.objects and len(shots) - start < per_input:  # frames without objects say little
+                        image = frame.image.convert("RGB")
+                        shots.append((draw_objects(image, frame.objects), f"{vid} · frame {frame.frame_index}"))
+                        _collect(objects, image, frame.objects)
+    problems = [f"{Path(i['source']).name}: {i['message']}" for i in log.issues if i.get("severity") == "error"]
+    problems = (log.warnings + problems)[:5]
     return shots, objects, problems
 
 
@@ -249,9 +250,8 @@ def _collect(objects: dict[int, dict[str, Any]], image: Any, anns: list[Any]) ->
         entry["frames"] += 1
         if obj.area > entry["area"]:
             x1, y1, x2, y2 = obj.bbox
-            pad = 4
-            crop = draw_objects(image, [obj], boxes=False).crop((max(0, x1 - pad), max(0, y1 - pad),
-                                                                 min(image.width, x2 + pad), min(image.height, y2 + pad)))
+            box = (max(0, x1 - 4), max(0, y1 - 4), min(image.width, x2 + 4), min(image.height, y2 + 4))
+            crop = draw_objects(image, [obj], boxes=False).crop(box)
             entry["area"], entry["thumb"] = obj.area, _upscale(crop, 96)
 
 
@@ -367,3 +367,439 @@ def split_figure(result: dict[str, Any]) -> Any:
     fig.update_layout(title="Label share per split (% of the split's objects)", barmode="group", height=320,
                       template="plotly_white", margin={"t": 50, "b": 30, "l": 40, "r": 10})
     return fig
+
+
+# -- Train tab: config, validation, memory ---------------------------------------------------------------------
+def model_choices() -> list[tuple[str, str]]:
+    """(label, key) of every registry model; disabled ones say why."""
+    from .registry import list_specs
+
+    return [(f"{s.key} · {s.gpu_memory_class or s.family}" + ("" if s.enabled else " (disabled)"), s.key)
+            for s in list_specs()]
+
+
+def preset_choices() -> list[tuple[str, str]]:
+    """(label, name) of every preset."""
+    from .presets import describe_preset, list_presets
+
+    return [(f"{name}: {describe_preset(name)}", name) for name in list_presets()]
+
+
+def training_config(dataset: str | None = None, model: str | None = DEFAULT_MODEL, preset: str = DEFAULT_PRESET,
+                    text: str = "", max_steps: int | None = None) -> Any:
+    """A TrainConfig from YAML text (else the preset) for `model`; data and output paths are the studio's own."""
+    from .config import config_from_dict, set_field
+    from .presets import get_preset
+
+    if text and text.strip():
+        if len(text.encode("utf-8")) > MAX_YAML_BYTES:
+            raise UserError(f"config YAML is over {MAX_YAML_BYTES // 1024} KiB")
+        cfg = config_from_dict(_yaml_mapping(text), "config YAML")
+        if model:
+            set_field(cfg, "model.name", model)
+    else:
+        cfg = get_preset(preset or DEFAULT_PRESET, model=model or None)
+    cfg.data.path = str(dataset_dir(dataset)) if dataset else ""
+    cfg.training.output_dir = ""  # runs always go to STUDIO_HOME/runs/<run id>
+    if max_steps:
+        set_field(cfg, "training.max_steps", int(max_steps))
+    return cfg
+
+
+def _yaml_mapping(text: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise UserError("config YAML is not valid YAML" + (f" (line {mark.line + 1})" if mark else "")) from None
+    if data is not None and not isinstance(data, dict):
+        raise UserError("config YAML must be a mapping with model/data/training/lora/hardware sections")
+    return data or {}
+
+
+def config_yaml(cfg: Any) -> str:
+    """YAML text of a config without the machine-specific paths (what the editor shows and downloads)."""
+    from .config import config_to_yaml
+
+    shown = cfg.model_copy(deep=True)
+    shown.data.path, shown.training.output_dir = "", ""
+    return config_to_yaml(shown)
+
+
+def form_values(cfg: Any) -> dict[str, Any]:
+    """The hyperparameters the Train tab shows as fields ({dotted key: value})."""
+    from .config import get_field
+
+    return {key: get_field(cfg, key) for key in FORM_FIELDS}
+
+
+def apply_form(text: str, values: dict[str, Any], model: str | None = None) -> str:
+    """The YAML text with the form's values set (each validated by the schema)."""
+    from .config import set_field
+
+    cfg = training_config(None, model, DEFAULT_PRESET, text)
+    for key, value in values.items():
+        if value is not None and value != "":
+            set_field(cfg, key, value)
+    return config_yaml(cfg)
+
+
+def estimate_memory(model: str = DEFAULT_MODEL, preset: str = DEFAULT_PRESET, text: str = "",
+                    dataset: str | None = None) -> dict[str, Any]:
+    """Peak training memory of the config against the detected hardware: fits / tight / won't fit."""
+    from .config import planning_hardware, resolve_device
+    from .memory import estimate_memory as estimate
+    from .memory import fits
+
+    cfg = training_config(dataset or None, model, preset, text)
+    hw = hardware()
+    planned = planning_hardware(cfg, hw)
+    device = resolve_device(cfg, planned)
+    result = estimate(cfg, hardware=hw)
+    capacity = planned.gpu_memory if device == "cuda" else hw.ram
+    return {"model": cfg.model.name, "method": cfg.training.method, "device": device,
+            "total_gib": round(result.total / 2**30, 3), "parts_gib": result.gib(),
+            "capacity_gib": round(capacity / 2**30, 1), "verdict": fits(result, capacity) if capacity else "unknown",
+            "hardware": hw.summary()}
+
+
+def check_training(dataset: str | None, model: str, preset: str, text: str, max_steps: int | None = None,
+                   ) -> dict[str, Any]:
+    """Errors and warnings of a training config (every message names its field) plus the memory estimate."""
+    from .config import validate_config
+
+    try:
+        cfg = training_config(dataset or None, model, preset, text, max_steps)
+    except UserError as exc:
+        return {"errors": [str(exc)], "warnings": [], "memory": None}
+    errors, warnings = validate_config(cfg, hardware())
+    if not dataset:
+        errors.insert(0, "data: pick a converted dataset (Data tab)")
+    memory = None
+    if not any(e.startswith(("model.", "data.max_length")) for e in errors):
+        memory = estimate_memory(model, preset, config_yaml(cfg))
+    return {"errors": errors, "warnings": warnings, "memory": memory}
+
+
+# -- jobs ------------------------------------------------------------------------------------------------------
+def start_training(dataset: str, model: str = DEFAULT_MODEL, preset: str = DEFAULT_PRESET, text: str = "",
+                   max_steps: int | None = None, name: str | None = None) -> dict[str, Any]:
+    """Validate, write RUN/config.yaml and queue a training job; returns at once with the job id."""
+    from .config import save_config
+    from .jobs import prepare_train
+
+    if not dataset:
+        raise UserError("pick a converted dataset to train on (Data tab)")
+    cfg = training_config(dataset, model, preset, text, max_steps)
+    with tempfile.TemporaryDirectory(dir=home_dir("cache")) as tmp:
+        spec = prepare_train(config=save_config(cfg, Path(tmp) / "config.yaml"),
+                             name=check_name(name, "run name") if name else None)
+    job = backend().submit(spec)
+    return {"job_id": job.id, "run_id": job.run_id, "status": job.status, "position": job.position,
+            "model": cfg.model.name, "max_steps": cfg.training.max_steps}
+
+
+def job_info(job: Any) -> dict[str, Any]:
+    """The JSON-able fields of a job that the UI shows."""
+    return {"job_id": job.id, "run_id": job.run_id, "kind": job.kind, "status": job.status, "position": job.position,
+            "attempt": job.attempt, "error": job.error, "created_at": job.created_at, "started_at": job.started_at,
+            "ended_at": job.ended_at}
+
+
+def list_jobs(status: str | None = None) -> list[dict[str, Any]]:
+    """Every job, newest first (queued ones carry their queue position)."""
+    jobs = backend().list(status=status or None)
+    return [job_info(j) for j in sorted(jobs, key=lambda j: j.id, reverse=True)]
+
+
+def newest_running_job() -> int | None:
+    """The newest running (else queued) job id, for a reloaded page to re-attach to."""
+    for status in ("running", "queued"):
+        jobs = backend().list(status=status)
+        if jobs:
+            return max(j.id for j in jobs)
+    return None
+
+
+def cancel_job(job_id: int) -> dict[str, Any]:
+    """Cancel a queued job at once, or ask a running one to stop (it saves a checkpoint first)."""
+    return job_info(backend().cancel(int(job_id)))
+
+
+def resume_job(job_id: int) -> dict[str, Any]:
+    """Queue a failed / cancelled / interrupted job again; it resumes from its newest checkpoint."""
+    return job_info(backend().resume(int(job_id)))
+
+
+@dataclass
+class WatchView:
+    """What the app shows of a followed job; `to_dict()` is what /watch_job returns."""
+
+    job_id: int
+    run_id: str = ""
+    status: str = "queued"
+    attempt: int = 1
+    position: int | None = None
+    seq: int = 0
+    step: int = 0
+    total_steps: int | None = None
+    eta_s: float | None = None
+    elapsed_s: float | None = None
+    loss: float | None = None
+    lr: float | None = None
+    eval_loss: float | None = None
+    samples_per_s: float | None = None
+    tokens_per_s: float | None = None
+    memory: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    curves: dict[str, dict[int, float]] = field(default_factory=dict)
+    log_tail: str = ""
+    run_dir: str = ""
+
+    def add(self, event: dict[str, Any]) -> None:
+        """Fold one event (progress line or status change) into the view."""
+        kind = event.get("event")
+        if isinstance(event.get("seq"), int):
+            self.seq = max(self.seq, event["seq"])
+        if kind == "status":
+            self.status, self.attempt = event.get("status", self.status), event.get("attempt", self.attempt)
+            self.position, self.error = event.get("position"), event.get("error") or self.error
+            return
+        for key in ("step", "total_steps", "eta_s", "elapsed_s", "samples_per_s", "tokens_per_s"):
+            if isinstance(event.get(key), int | float):
+                setattr(self, key, event[key])
+        if isinstance(event.get("memory"), dict):
+            self.memory = event["memory"]
+        step = int(event.get("step") or 0)
+        for key, name in (("loss", "loss"), ("lr", "lr"), ("eval_loss", "eval_loss")):
+            if isinstance(event.get(key), int | float) and kind in ("log", "eval"):
+                setattr(self, name, float(event[key]))
+                self.curves.setdefault(name, {})[step] = float(event[key])
+        if kind == "end" and event.get("status") == "succeeded" and self.total_steps:
+            self.step = max(self.step, int(event.get("step") or self.step))
+        if kind in ("error", "end") and (event.get("error") or event.get("message")):
+            self.error = str(event.get("error") or event.get("message"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-able view without the curves (plots carry them)."""
+        data = {k: v for k, v in self.__dict__.items() if k not in ("curves", "run_dir")}
+        data["fraction"] = round(self.step / self.total_steps, 4) if self.total_steps else 0.0
+        return data
+
+
+def watch_job(job_id: int, from_seq: int = 0, poll: float = 0.5) -> Iterator[WatchView]:
+    """Follow a job until it ends: one view per event with seq > from_seq (curves hold the whole run so far).
+
+    The generator only reads the job store and the run folder, so closing it (a client leaving) never touches the
+    job; call again with the last seq seen to resume exactly where the stream stopped.
+    """
+    from .watch import LOG_FILE, PROGRESS_FILE, log_tail, read_events
+
+    job = backend().get(int(job_id))
+    view = WatchView(job_id=job.id, run_id=job.run_id, status=job.status, attempt=job.attempt,
+                     position=job.position, run_dir=job.run_dir)
+    for event in read_events(Path(job.run_dir) / PROGRESS_FILE):
+        if isinstance(event.get("seq"), int) and event["seq"] <= from_seq:
+            view.add(event)  # history before the reconnect: curves and counters, not re-sent
+    view.seq = max(view.seq, int(from_seq or 0))
+    for event in backend().watch(job.id, from_seq=int(from_seq or 0), poll=poll):
+        view.add(event)
+        view.events = [event]
+        view.log_tail = log_tail(Path(job.run_dir) / LOG_FILE, lines=12)
+        yield view
+
+
+def progress_html(view: WatchView | None) -> str:
+    """The progress bar: step/total, percentage, ETA and status (an HTML <progress> the browser test reads)."""
+    import html
+
+    if view is None:
+        return "<div id='train-progress'><progress value='0' max='1'></progress> no job followed yet</div>"
+    total = view.total_steps or 0
+    eta = f" · ETA {_duration(view.eta_s)}" if view.eta_s is not None and view.status == "running" else ""
+    queue = f" · queue position {view.position}" if view.status == "queued" and view.position else ""
+    pct = f" ({100 * view.step / total:.0f}%)" if total else ""
+    error = f"<div class='job-error'>{html.escape(view.error)}</div>" if view.error else ""
+    return (f"<div id='train-progress' data-step='{view.step}' data-total='{total}' data-status='{view.status}'>"
+            f"<progress value='{view.step}' max='{max(total, 1)}' style='width:100%'></progress>"
+            f"<div>job {view.job_id} · <b>{view.status}</b> · step {view.step}/{total or '?'}{pct}{eta}{queue}"
+            f"</div>{error}</div>")
+
+
+def _duration(seconds: float | None) -> str:
+    seconds = int(seconds or 0)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def stats_markdown(view: WatchView) -> str:
+    """Throughput, memory and the latest values as one Markdown line."""
+    parts = [f"loss **{view.loss:.4f}**" if view.loss is not None else None,
+             f"lr {view.lr:.2e}" if view.lr is not None else None,
+             f"eval loss {view.eval_loss:.4f}" if view.eval_loss is not None else None,
+             f"{view.samples_per_s:.2f} samples/s" if view.samples_per_s else None,
+             f"{view.tokens_per_s:.0f} tokens/s" if view.tokens_per_s else None]
+    parts += [f"{k.replace('_', ' ')} {v / 2**20:.0f} MiB" for k, v in view.memory.items()
+              if isinstance(v, int | float) and v > 2**20]
+    return " · ".join(p for p in parts if p) or "waiting for the first log step…"
+
+
+def curve_figure(view: WatchView, names: Sequence[str], title: str, log_y: bool = False) -> Any:
+    """One line per curve (loss + eval loss, or the learning rate) over the steps."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure([go.Scatter(x=sorted(view.curves[n]), y=[view.curves[n][s] for s in sorted(view.curves[n])],
+                                mode="lines+markers", name=n) for n in names if view.curves.get(n)])
+    fig.update_layout(title=title, xaxis_title="step", height=280, template="plotly_white",
+                      margin={"t": 40, "b": 30, "l": 50, "r": 10}, yaxis_type="log" if log_y else None)
+    return fig
+
+
+# -- runs: Evaluate and Export tabs ----------------------------------------------------------------------------
+def run_choices() -> list[tuple[str, str]]:
+    """(label, run id) of the experiments, newest first."""
+    from .experiments import list_experiments
+
+    return [(f"{e.name} · {e.status}", e.run_id) for e in list_experiments(store=backend().store)]
+
+
+def _run_dir(run_id: str) -> Path:
+    from .experiments import get_experiment
+
+    if not (run_id or "").strip():
+        raise UserError("pick a run (train one in the Train tab first)")
+    return Path(get_experiment(run_id.strip(), store=backend().store).run_dir)
+
+
+def checkpoint_choices(run_id: str) -> list[str]:
+    """best, last and every checkpoint step still in the run folder."""
+    if not run_id:
+        return ["best", "last"]
+    steps = sorted(int(p.name.split("-")[1]) for p in _run_dir(run_id).glob("checkpoint-*")
+                   if p.name.split("-")[1].isdigit())
+    return ["best", "last", *map(str, steps)]
+
+
+def evaluate(run_id: str, checkpoint: str = "best", split_name: str = "test", limit: int | None = 32,
+             ) -> tuple[dict[str, Any], list[tuple[Any, str]]]:
+    """Score a run's checkpoint against its base model and the mean-box baseline; (metrics, gallery worst-first)."""
+    from .eval_score import METRIC_KEYS
+    from .evaluate import evaluate_run
+
+    result = evaluate_run(_run_dir(run_id), split=split_name or "test", limit=int(limit) if limit else None,
+                          checkpoint=checkpoint or "best", batch_size=8)
+    columns = list(result.comparison)
+    rows = [[key, *[_round(result.comparison[c].get(key)) for c in columns]] for key in METRIC_KEYS
+            if any(result.comparison[c].get(key) is not None for c in columns)]
+    info = {"run_id": run_id, "checkpoint": checkpoint, "split": split_name, "columns": ["metric", *columns],
+            "rows": rows, "metrics": {k: _round(v) for k, v in result.metrics.items() if _plain(v)},
+            "notes": result.notes}
+    return info, _gallery(Path(result.out) / "gallery" / "worst")
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, int | float | str) or value is None
+
+
+def _round(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def _gallery(folder: Path, limit: int = 12) -> list[tuple[Any, str]]:
+    """Images of a gallery folder (NN_<id>.png) loaded into memory, in file order (worst first)."""
+    from PIL import Image
+
+    shots = []
+    for path in sorted(folder.glob("*.png"))[:limit]:
+        with Image.open(path) as image:
+            shots.append((image.convert("RGB"), path.stem.split("_", 1)[-1]))
+    return shots
+
+
+def export(run_id: str, mode: str = "adapter", checkpoint: str = "best", progress: bool = False) -> dict[str, Any]:
+    """Export a run into STUDIO_HOME/exports/<run id>-<mode> (+ .zip beside it); replaces an earlier export."""
+    from .export import export_run
+
+    run_id = (run_id or "").strip()
+    run = _run_dir(run_id)
+    name = check_name(f"{run.name}-{mode}", "export name")
+    result = export_run(run, home_dir("exports") / name, mode=mode, checkpoint=checkpoint or "best", overwrite=True,
+                        progress=progress)
+    card = result.out_dir / "README.md"
+    return {"export": name, "mode": result.mode, "source": result.source, "step": result.step, "files": result.files,
+            "notes": result.notes, "parity": (result.parity or {}).get("all_match"), "zip": str(result.zip_path),
+            "card": card.read_text(encoding="utf-8") if card.is_file() else ""}
+
+
+def list_exports() -> list[str]:
+    """Names of the export folders, newest first."""
+    folders = [p for p in home_dir("exports").iterdir() if p.is_dir() and (p / "README.md").is_file()]
+    return [p.name for p in sorted(folders, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def push(export_name: str, repo_id: str, token: str, private: bool = True) -> dict[str, Any]:
+    """Push an export folder to the Hub with this call's token (never stored, logged or returned)."""
+    from .hub import push_to_hub
+
+    folder = home_dir("exports") / check_name(export_name, "export")
+    url = push_to_hub(folder, repo_id, token, private=bool(private))
+    return {"export": export_name, "repo": repo_id.strip(), "private": bool(private), "url": url}
+
+
+# -- Experiments tab -------------------------------------------------------------------------------------------
+EXPERIMENT_COLUMNS = ["run_id", "name", "status", "model", "method", "steps", "final_loss", "best_metric",
+                      "seconds", "created"]
+
+
+def list_experiments(status: str | None = None, model: str | None = None, where: str = "",
+                     sort: str = "created", descending: bool | None = None) -> list[dict[str, Any]]:
+    """Experiments as flat rows; `where` holds conditions such as `lora.r=16, final_loss<1` (comma or newline)."""
+    import time
+
+    from .experiments import list_experiments as query
+
+    conditions = [c.strip() for c in re.split(r"[,\n]", where or "") if c.strip()]
+    rows = []
+    for exp in query(status=status or None, model=model or None, where=conditions, sort=sort or "created",
+                     descending=descending, store=backend().store):
+        summary = exp.summary or {}
+        rows.append({"run_id": exp.run_id, "name": exp.name, "status": exp.status, "model": exp.model,
+                     "method": (exp.config.get("training") or {}).get("method"), "steps": summary.get("steps"),
+                     "final_loss": _round(summary.get("final_loss")), "best_metric": _round(summary.get("best_metric")),
+                     "seconds": _round(summary.get("seconds")),
+                     "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(exp.created_at))})
+    return rows
+
+
+def compare_experiments(run_ids: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config diff and summaries, {metric: plotly figure with one line per run})."""
+    from .experiments import compare, comparison_figures
+
+    comparison = compare([r for r in run_ids or [] if r], store=backend().store)
+    info = {"runs": [r.run_id for r in comparison.runs], "diff": comparison.diff, "table": comparison.table()}
+    return info, comparison_figures(comparison)
+
+
+def delete_experiment(run_id: str) -> dict[str, Any]:
+    """Delete an experiment's records and run folder (refused while one of its jobs is queued or running)."""
+    from .experiments import delete_experiment as delete
+
+    if not (run_id or "").strip():
+        raise UserError("pick an experiment to delete")
+    folder = delete(run_id.strip(), store=backend().store)
+    return {"deleted": run_id.strip(), "folder_removed": folder is not None}
+
+
+def blocked_paths() -> list[str]:
+    """What the web server must never serve: the database, the run folders, models, logs, uploads in staging."""
+    home = studio_home()
+    names = ("studio.db", "studio.db-wal", "studio.db-shm", "scheduler.lock", "runs", "models", "logs", "cache")
+    return [str(home / n) for n in names]
+
+
+def download_paths() -> list[str]:
+    """The only folders downloads are served from: export zips and quality reports."""
+    return [str(home_dir("exports")), str(home_dir("reports"))]

@@ -371,7 +371,7 @@ def _same_file(handle: Any, path: Path) -> bool:
         return False
 
 
-def setup_logging(run: Path, main: bool) -> list[logging.Handler]:
+def setup_logging(run: Path, main: bool) -> tuple[list[logging.Handler], dict[str, Any]]:
     """INFO to RUN/train.log for this package and transformers; the console keeps warnings (and tqdm) only.
 
     Under the job runner stderr already is train.log, so the log goes there instead of being written twice.
@@ -380,6 +380,8 @@ def setup_logging(run: Path, main: bool) -> list[logging.Handler]:
 
     lib = transformers.utils.logging
     handlers: list[logging.Handler] = []
+    saved = {name: logging.getLogger(name).level for name in ("pipeline", "transformers")}
+    saved["console"] = {h: h.level for h in logging.getLogger("transformers").handlers}
     to_log = _same_file(sys.stderr, run / "train.log")
     if main and not to_log:
         handler = logging.FileHandler(run / "train.log", encoding="utf-8")
@@ -394,13 +396,17 @@ def setup_logging(run: Path, main: bool) -> list[logging.Handler]:
         logger.setLevel(logging.INFO if main else logging.WARNING)
         for handler in handlers:
             logger.addHandler(handler)
-    return handlers
+    return handlers, saved
 
 
-def _close_logging(handlers: list[logging.Handler]) -> None:
+def _close_logging(handlers: list[logging.Handler], saved: dict[str, Any]) -> None:
+    """Detach the run's log file and put the logging levels back (the process may train again)."""
     for name in ("pipeline", "transformers"):
         for handler in handlers:
             logging.getLogger(name).removeHandler(handler)
+        logging.getLogger(name).setLevel(saved[name])
+    for handler, level in saved["console"].items():
+        handler.setLevel(level)
     for handler in handlers:
         handler.close()
 
@@ -508,10 +514,10 @@ def _train(cfg: TrainConfig, plan: Plan, args: Any, processor: Any, model: Any, 
 
     rank, world = dist_info()
     main = rank == 0
-    handlers = setup_logging(plan.run, main)
+    handlers, saved_logging = setup_logging(plan.run, main)
     writer = ProgressWriter(plan.run, enabled=main)
     cbs = _callbacks(cfg, plan, writer, world)
-    cbs["cancel"].install_signal()
+    previous_sigterm = cbs["cancel"].install_signal()
     for warning in plan.warnings:
         log.warning(warning)
     result = TrainResult("failed", str(plan.run), resumed_from=_step_of(plan.checkpoint))
@@ -551,8 +557,9 @@ def _train(cfg: TrainConfig, plan: Plan, args: Any, processor: Any, model: Any, 
         writer.emit({"event": "end", "status": status, "error": message or type(exc).__name__})
         raise
     finally:
+        cbs["cancel"].restore_signal(previous_sigterm)
         writer.close()
-        _close_logging(handlers)
+        _close_logging(handlers, saved_logging)
 
 
 def _step_of(checkpoint: Path | None) -> int | None:
