@@ -113,14 +113,14 @@ def same_output(pipeline_out: Path, baseline_out: Path) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (under a minute)")
-    parser.add_argument("--frames", type=int, default=None, help="frames at 1x (default 48, quick 12)")
+    parser.add_argument("--frames", type=int, default=None, help="frames at 1x (default 48, quick 8)")
     parser.add_argument("--repeat", type=int, default=None, help="timed runs per side, best kept (default 2, quick 1)")
     parser.add_argument("--child", nargs=4, metavar=("MODE", "JSONL", "VIDEO", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return 0
-    frames = args.frames or (12 if args.quick else 48)
+    frames = args.frames or (8 if args.quick else 48)
     repeat = args.repeat or (1 if args.quick else 2)
     with tempfile.TemporaryDirectory(prefix="bench-convert-") as tmp:
         work = Path(tmp)

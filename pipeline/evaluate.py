@@ -106,13 +106,24 @@ def load_split(dataset: str | Path, split: str) -> Split:
 
 
 def pick_subset(examples: list[Example], limit: int | None, seed: int = 0) -> list[Example]:
-    """A fixed, seeded spread of `limit` examples (all tasks keep their share), in their original order."""
+    """A fixed, seeded pick of `limit` examples taken round-robin over the tasks (each task is represented as far
+    as the limit allows), returned in their original order."""
     if not limit or limit >= len(examples):
         return list(examples)
     if limit < 1:
         raise UserError(f"--limit must be at least 1 (got {limit})")
-    chosen = sorted(random.Random(seed).sample(range(len(examples)), limit))
-    return [examples[i] for i in chosen]
+    rng = random.Random(seed)
+    queues: dict[str, list[int]] = {}
+    for index, example in enumerate(examples):
+        queues.setdefault(example.task, []).append(index)
+    for queue in queues.values():
+        rng.shuffle(queue)
+    chosen: list[int] = []
+    while len(chosen) < limit:
+        for queue in queues.values():
+            if queue and len(chosen) < limit:
+                chosen.append(queue.pop())
+    return [examples[i] for i in sorted(chosen)]
 
 
 def build_eval_examples(records: list[FrameRecord], target: Target, meta: dict[str, Any]) -> list[Example]:

@@ -269,6 +269,21 @@ def parity_report(rows: list[dict[str, Any]], before: Any, after: Any, *, dtype:
             "samples": samples}
 
 
+def _write_weights(info: RunInfo, mode: str, source: Path, dst: Path, dtype: str, device: str,
+                   samples: int) -> tuple[str | None, dict[str, Any] | None]:
+    """Adapter files, a full model's files or a merged model; returns (dtype of the weights, parity report)."""
+    if mode == "adapter":
+        _write_adapter(info, source, dst)
+        return None, None
+    if info.method == "full":
+        if not _copy_matching(source, dst, MODEL_PATTERNS[2:3]):
+            raise UserError(f"no model weights in {source.name}", info.run)
+        _copy_matching(source, dst, MODEL_PATTERNS[:2] + MODEL_PATTERNS[3:])
+        return json.loads((dst / "config.json").read_text(encoding="utf-8")).get("dtype"), None
+    used = merge_dtype(info.method, dtype, device)
+    return used, _write_merged(info, source, dst, used, device, samples)
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path, mode: str = "adapter", checkpoint: str | int = "best", *,
                dtype: str = "auto", device: str | None = None, parity_samples: int = 3, repo_id: str | None = None,
                datasets: list[str] | None = None, overwrite: bool = False, progress: bool = False) -> ExportResult:
@@ -294,22 +309,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path, mode: str = "adapter", 
     source, label, step, notes = select_checkpoint(info, checkpoint)
     device = device or _default_device()
     bar = tqdm(total=4, desc="export", unit="step", disable=not progress)
-    report = None
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         _write_processor(info, source, tmp)
         bar.update()
-        used_dtype = None
-        if mode == "adapter":
-            _write_adapter(info, source, tmp)
-        elif info.method == "full":
-            if not _copy_matching(source, tmp, MODEL_PATTERNS[2:3]):
-                raise UserError(f"no model weights in {source.name}", info.run)
-            _copy_matching(source, tmp, MODEL_PATTERNS[:2] + MODEL_PATTERNS[3:])
-        else:
-            used_dtype = merge_dtype(info.method, dtype, device)
-            report = _write_merged(info, source, tmp, used_dtype, device, parity_samples)
-            if report.get("all_match") is False:
-                notes.append("parity: the merged model's answers differ from the adapter model's (see parity.json)")
+        used_dtype, report = _write_weights(info, mode, source, tmp, dtype, device, parity_samples)
+        if report and report.get("all_match") is False:
+            notes.append("parity: the merged model's answers differ from the adapter model's (see parity.json)")
         bar.update()
         studio = _studio_json(info, mode, label, step, used_dtype)
         (tmp / "studio.json").write_text(json.dumps(studio, indent=2) + "\n", encoding="utf-8")
@@ -320,7 +325,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, mode: str = "adapter", 
         if leaks:
             raise UserError(f"refusing to export: {leaks[0]}", info.run)
         files = sorted(p.name for p in tmp.iterdir())
-    zip_export(out, zip_path)
+        zip_export(tmp, zip_path, out.name)  # last step inside: a failure before it leaves no zip either
     bar.update()
     bar.close()
     return ExportResult(out, zip_path, mode, label, step, files, report, notes)
@@ -332,14 +337,15 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def zip_export(folder: Path, zip_path: Path) -> Path:
+def zip_export(folder: Path, zip_path: Path, name: str | None = None) -> Path:
     """Zip `folder` as `<name>/...` into `zip_path` (written to a temporary name, then renamed)."""
+    name = name or folder.name
     tmp = zip_path.with_name(f".{zip_path.name}.tmp")
     try:
         with zipfile.ZipFile(tmp, "w") as archive:
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 stored = path.suffix == ".safetensors"  # weights barely compress: store them, save the time
-                archive.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}",
+                archive.write(path, f"{name}/{path.relative_to(folder).as_posix()}",
                               compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
         tmp.replace(zip_path)
     finally:

@@ -108,13 +108,17 @@ def _hf_split(dataset_dir: Path, examples: list[Example]) -> Any:
     return Dataset.from_dict(columns, features=_hf_features())
 
 
+_EXAMPLES_PER_SHARD = 100
+
+
 def write_hf(dataset_dir: Path, split_examples: dict[str, list[Example]]) -> Path:
     """DatasetDict (Image column, bytes embedded) saved under dataset_dir/hf, replacing an older one whole."""
     from datasets import DatasetDict
 
     dataset = DatasetDict({name: _hf_split(dataset_dir, exs) for name, exs in split_examples.items()})
-    # An empty split saved with the default shard count (0) does not load back: give it one empty shard.
-    shards = {name: (1 if len(split) == 0 else None) for name, split in dataset.items()}
+    # Small shards keep the peak memory of embedding image bytes flat as datasets grow; an empty split still needs
+    # one shard, or it does not load back.
+    shards = {name: max(1, -(-len(split) // _EXAMPLES_PER_SHARD)) for name, split in dataset.items()}
     with atomic_output_dir(dataset_dir / "hf", overwrite=True) as tmp:
         dataset.save_to_disk(str(tmp), num_shards=shards)
     return dataset_dir / "hf"

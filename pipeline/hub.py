@@ -59,8 +59,7 @@ def check_export_folder(export_dir: str | Path) -> Path:
 
 
 def _failure(repo_id: str, exc: BaseException, token: str, endpoint: str) -> UserError:
-    """One clear line for a failed push; never includes the token."""
-    import httpx
+    """One clear line for a failed push; never includes the token (transport errors come from httpx2/httpx)."""
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     namespace = repo_id.split("/")[0]
@@ -70,7 +69,7 @@ def _failure(repo_id: str, exc: BaseException, token: str, endpoint: str) -> Use
         status = exc.response.status_code
         reason = _REASONS.get(status, "").format(namespace=namespace) or f"the Hub answered {status}: " + (
             _server_message(exc.response) or "no details")
-    elif isinstance(exc, httpx.TransportError | OSError):
+    elif isinstance(exc, OSError) or any(c.__name__ == "TransportError" for c in type(exc).__mro__):
         reason = f"cannot reach {endpoint} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
     else:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -213,7 +213,8 @@ class _Writer:
     def finish(self, sources: list[Source], out: Path, convention: str, tasks: list[str], seed: int,
                family: str) -> ConvertSummary:
         if self.objects == 0:
-            raise UserError("no visible object in any selected frame: nothing to train on", sources[0].path)
+            raise UserError("no visible object in any selected frame: nothing to train on (check --every / "
+                            "--max-frames and the data issues)", sources[0].path)
         self._training_formats(convention, tasks, seed)
         warnings = list(self.log.warnings)
         meta = {"tool_version": __version__, "sources": [src.info() for src in sources], "frames": self.frames,

@@ -170,11 +170,15 @@ class LocalBackend:
 
 
 def get_backend(home: str | Path | None = None, **kwargs: Any) -> JobBackend:
-    """The backend named by STUDIO_JOBS: `local` (default)."""
+    """The backend named by STUDIO_JOBS: `local` (default) or `celery` (Redis + Celery workers)."""
     name = os.environ.get("STUDIO_JOBS", "local").strip().lower() or "local"
     if name == "local":
         return LocalBackend(home, **kwargs)
-    raise UserError(f"STUDIO_JOBS={name!r} is not available in this version (use 'local')")
+    if name == "celery":
+        from .celery_backend import CeleryBackend
+
+        return CeleryBackend(home, **kwargs)
+    raise UserError(f"STUDIO_JOBS={name!r} is not available in this version (use 'local' or 'celery')")
 
 
 # -- training jobs -------------------------------------------------------------------------------------

@@ -65,7 +65,8 @@ def coco_ap(samples: list[DetectionSample]) -> dict[str, float | None]:
                 det["score"] = 1.0 - rank * 1e-3  # keep answer order as the ranking within an image
                 dets.append(det)
     gt = COCO()
-    gt.dataset = {"images": images, "annotations": gts, "categories": [{"id": i, "name": n} for n, i in cat_ids.items()]}
+    categories = [{"id": i, "name": n} for n, i in cat_ids.items()]
+    gt.dataset = {"images": images, "annotations": gts, "categories": categories}
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
         if not dets:

@@ -69,7 +69,8 @@ class HubStandIn:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         host, port = self._server.server_address[:2]
         self._endpoint = f"http://{host}:{port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="hub-stand-in", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="hub-stand-in",
+                                        daemon=True)
         self._thread.start()
         return self
 

@@ -71,8 +71,10 @@ def test_every_and_max_frames(sample_dir: Path, truth: dict, tmp_path: Path) -> 
     assert [r.frame_index for r in read_records(out)] == [0, 5, 10, 15] and summary.frames == 4
     assert sorted(p.name for p in (out / "images" / "sam2_stream").iterdir()) == \
            ["000000.jpg", "000005.jpg", "000010.jpg", "000015.jpg"]
-    again = convert([sample_dir / truth["sam2_stream"]["file"]], out, max_frames=2, overwrite=True)
-    assert again.frames == 2 and len(read_records(out)) == 2
+    again = convert([sample_dir / truth["sam2_stream"]["file"]], out, every=5, max_frames=3, overwrite=True)
+    assert again.frames == 3 and len(read_records(out)) == 3
+    with pytest.raises(UserError, match="no visible object in any selected frame"):
+        convert([sample_dir / truth["sam2_stream"]["file"]], tmp_path / "x", max_frames=1)
     with pytest.raises(UserError, match="--every"):
         convert([sample_dir / truth["sam2_stream"]["file"]], tmp_path / "x", every=0)
     with pytest.raises(UserError, match="--max-frames"):

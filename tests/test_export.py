@@ -172,6 +172,7 @@ def test_full_run_exports_merged_and_refuses_adapter(base: Path, tmp_path: Path,
     from pipeline.cli import main
 
     run = export_runs.trained_run(base, "full")
+    capsys.readouterr()  # training's own output
     code = main(["export", str(run), "--mode", "adapter", "--out", str(tmp_path / "a")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0
@@ -271,7 +272,8 @@ def test_card_model_index_from_metrics_and_real_base(lora_run: Path, tmp_path: P
     metrics = {"miou": 0.71, "ap50": 0.8, "map": 0.45, "label_accuracy": 0.9, "parse_failure_rate": 0.05, "n": 4,
                "per_label": {}, "baseline": {"miou": 0.1, "ap50": 0.0, "map": 0.0, "parse_failure_rate": 0.9}}
     (run / "eval" / "val" / "metrics.json").write_text(json.dumps(metrics))
-    result = export_run(run, tmp_path / "out", checkpoint="last", repo_id="alice/shapes", datasets=["alice/shapes-data"])
+    result = export_run(run, tmp_path / "out", checkpoint="last", repo_id="alice/shapes",
+                        datasets=["alice/shapes-data"])
     card = ModelCard.load(result.out_dir / "README.md")
     values = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert values == {"miou": 0.71, "ap50": 0.8, "map": 0.45, "label_accuracy": 0.9, "parse_failure_rate": 0.05}

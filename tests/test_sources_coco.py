@@ -68,6 +68,22 @@ def test_coco_images_option_and_missing_image(sample_dir: Path, truth: dict, tmp
     assert "image file not found" in log.issues[0]["message"]
 
 
+def test_coco_never_reads_outside_its_images_folder(sample_dir: Path, truth: dict, tmp_path: Path) -> None:
+    doc = json.loads((sample_dir / truth["file"]).read_text())
+    outside = tmp_path / "secret.jpg"
+    shutil.copy(sample_dir / truth["frames"][0]["image"], outside)
+    doc["images"][0]["file_name"] = "../secret.jpg"
+    doc["images"][1]["file_name"] = str(outside)
+    (tmp_path / "json").mkdir()
+    path = tmp_path / "json" / "coco.json"
+    path.write_text(json.dumps(doc))
+    shutil.copytree(sample_dir / truth["images_dir"], tmp_path / "json" / truth["images_dir"])
+    frames, log, _ = read_source(path)
+    assert len(frames) == len(truth["frames"]) - 2
+    assert [i["rule"] for i in log.issues] == ["missing_frame", "missing_frame"]
+    assert "not found" in log.issues[0]["message"] and "leads outside" in log.issues[1]["message"]
+
+
 def test_coco_stored_boxes_and_bad_annotations(sample_dir: Path, truth: dict, tmp_path: Path) -> None:
     doc = json.loads((sample_dir / truth["file"]).read_text())
     anns = doc["annotations"]

@@ -132,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     if command == "watch":
         return _watch(backend, args)
     job = {"show": backend.get, "cancel": backend.cancel, "resume": backend.resume}[command](args.job_id)
-    history = open_store().transitions(job.id) if command == "show" else None
+    history = None
+    if command == "show":  # the Celery backend keeps a job's history in Redis
+        history = backend.history(job.id) if hasattr(backend, "history") else open_store().transitions(job.id)
     _print_job(job, args.json, history)
     return 0

@@ -51,14 +51,14 @@ def _demo_root(path: Path) -> Iterator[Path]:
     from .sam2_demo_zip import find_export_root
 
     if path.is_dir():
-        yield find_export_root(path) or path
+        yield find_export_root(path, path) or path
     elif path.name == "annotations.json" or path.suffix.lower() == ".json":
         yield path.parent
     else:
         from ..safezip import extracted_zip
 
         with extracted_zip(path) as folder:
-            root = find_export_root(folder)
+            root = find_export_root(folder, path)
             if root is None:
                 names = sorted(p.name for p in folder.iterdir())[:10]
                 raise UserError(f"ZIP holds {names or 'nothing'} but no annotations.json (at its root or one folder "

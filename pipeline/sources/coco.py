@@ -48,13 +48,13 @@ def _is_polygon(poly: Any) -> bool:
             and all(isinstance(v, int | float) and not isinstance(v, bool) for v in poly))
 
 
-def resolve_image(name: str, base: Path) -> Path:
-    """An image path from a JSON file name: under `base`, else under base/images or base/JPEGImages."""
+def resolve_image(name: str, base: Path) -> Path | None:
+    """An image path from a JSON file name, under `base` (or base/images, base/JPEGImages); None if it escapes."""
     relative = Path(str(name).replace("\\", "/"))
-    for candidate in (base / relative, base / "images" / relative, base / "JPEGImages" / relative):
-        if candidate.is_file():
-            return candidate
-    return base / relative
+    root = base.resolve()
+    candidates = [base / relative, base / "images" / relative, base / "JPEGImages" / relative]
+    inside = [c for c in candidates if c.resolve().is_relative_to(root)]  # never read outside the images folder
+    return next((c for c in inside if c.is_file()), inside[0] if inside else None)
 
 
 GENERIC_PREFIXES = {"", "frame", "frames", "img", "image", "images", "im", "f"}

@@ -30,6 +30,7 @@ RULES = {
 SEVERITIES = ("error", "warning", "info")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+MAX_JSON_BYTES = 512 * 2**20  # one JSON input (parsed whole, several times its size in memory)
 
 
 @dataclass
@@ -53,8 +54,10 @@ class ReadOptions:
             return self.videos[0]
         for folder in beside:
             for name in names:
-                candidate = folder / name if name else None
-                if candidate and (candidate.is_file() or (dirs and candidate.is_dir())):
+                if not name or Path(name).name != name or name in (".", ".."):
+                    continue  # a bare file name only: an export never sends the lookup elsewhere
+                candidate = folder / name
+                if candidate.is_file() or (dirs and candidate.is_dir()):
                     return candidate
         return None
 
@@ -158,10 +161,19 @@ def fingerprint(path: Path) -> str | None:
     return "sha256:" + digest.hexdigest()
 
 
+def check_json_size(path: Path, shown: str | Path | None = None, what: str = "JSON file") -> None:
+    """UserError when a JSON file is over MAX_JSON_BYTES: it is parsed whole, so it must fit in memory many times."""
+    size = Path(path).stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise UserError(f"{what} is {size / 2**20:.0f} MiB, over the {MAX_JSON_BYTES // 2**20} MiB limit for one "
+                        "JSON file (split the export into several files)", shown or path)
+
+
 def load_json(path: Path, shown: str | Path | None = None, what: str = "file") -> Any:
     """Parse a JSON file; bad JSON is a UserError naming the file and the position."""
     shown = shown or path
     try:
+        check_json_size(path, shown, what)
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except json.JSONDecodeError as exc:

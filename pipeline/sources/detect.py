@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .common import VIDEO_SUFFIXES
+from .common import VIDEO_SUFFIXES, check_json_size
 
 FORMATS = {
     "sam2_demo_zip": "SAM 2 demo export (annotations.json + metadata.json, ZIP or job folder)",
@@ -61,6 +61,7 @@ def detect_format(path: str | Path) -> DetectResult:
         raise UserError("not a ZIP, JSON or JSONL file (unrecognised content)", path)
     if suffix in (".jsonl", ".ndjson"):
         return _detect_jsonl(path)
+    check_json_size(path)
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ..errors import UserError
 from ..records import ObjectAnn
 from .common import IMAGE_SUFFIXES, Source, SourceFrame
 
 Build = Callable[[int, tuple[int, int]], list[ObjectAnn]]
+FRAME_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP"}  # image files a frame folder may hold (decoded by Pillow)
 
 
 class VideoFrames:
@@ -68,7 +70,7 @@ def numbered_images(folder: Path) -> dict[int, Path]:
 class ImageFrames:
     """Frames stored as image files keyed by frame index (JPEG frame folders, overlay PNGs, COCO images)."""
 
-    def __init__(self, files: dict[int, Path], where: str) -> None:
+    def __init__(self, files: dict[int, Path | None], where: str) -> None:
         self.files = files
         self.where = where
         self.reasons: dict[int, str] = {}
@@ -83,24 +85,51 @@ class ImageFrames:
 
     def iter(self, indices: list[int]) -> Iterator[tuple[int, object, Path | None]]:
         """Yield (index, lazily opened image, path) for the wanted indices that have a readable file."""
-        from PIL import Image
-
         for index in sorted(indices):
             path = self.files.get(index)
-            if path is None or not path.is_file():
-                shown = f"{path}" if path is not None else f"in {self.where}"
-                self.reasons[index] = f"frame {index}: image file not found ({shown})"
+            if path is None:
+                self.reasons[index] = f"frame {index}: image path leads outside {self.where} (or is not listed)"
                 continue
-            try:
-                image = Image.open(path)
-                image.size  # noqa: B018 - header parsed: unreadable files fail here
-            except OSError as exc:
-                self.reasons[index] = f"frame {index}: {path} is not a readable image ({exc.__class__.__name__})"
+            if not path.is_file():
+                self.reasons[index] = f"frame {index}: image file not found ({path})"
+                continue
+            image, problem = open_frame(path)
+            if problem:
+                self.reasons[index] = f"frame {index}: {problem}"
                 continue
             yield index, image, path
 
     def reason(self, index: int) -> str:
         return self.reasons.get(index, f"frame {index} not found in {self.where}")
+
+
+def open_frame(path: Path) -> tuple[Any, str | None]:
+    """(lazily opened image, None), or (None, why not): unreadable, over the pixel cap, or not an accepted format."""
+    import warnings
+
+    from PIL import Image
+
+    from ..safezip import DEFAULT_LIMITS
+
+    cap = DEFAULT_LIMITS.max_image_pixels  # the same cap as images inside ZIP archives
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the cap below decides
+            image = Image.open(path)
+    except Image.DecompressionBombError:
+        return None, f"{path} is over the pixel limit of {cap} (decompression bomb?)"
+    except OSError as exc:
+        return None, f"{path} is not a readable image ({exc.__class__.__name__})"
+    width, height = image.size
+    problem = None
+    if width * height > cap:
+        problem = f"{path} is {width}x{height}, over the pixel limit of {cap} (decompression bomb?)"
+    elif image.format not in FRAME_FORMATS:
+        problem = f"{path} is {image.format} data; only JPEG, PNG, WebP and BMP frames are accepted"
+    if problem:
+        image.close()
+        return None, problem
+    return image, None
 
 
 def read_frames(source: Source, provider: VideoFrames | ImageFrames, video_id: str, indices: list[int],

@@ -16,14 +16,19 @@ from .frames import ImageFrames, VideoFrames, open_frames, read_frames
 GRID = 256  # SAM 2's low-resolution mask grid: the exporter's run strings cover 256x256, not the video
 
 
-def find_export_root(folder: Path) -> Path | None:
-    """The folder holding annotations.json: `folder` itself or one sub-folder down (not __MACOSX/ or dot folders)."""
-    if (folder / "annotations.json").is_file():
-        return folder
-    for child in sorted(folder.iterdir()):
-        if child.is_dir() and not child.name.startswith((".", "__MACOSX")) and (child / "annotations.json").is_file():
-            return child
-    return None
+def find_export_root(folder: Path, shown: str | Path | None = None) -> Path | None:
+    """The folder holding annotations.json: `folder` itself or one sub-folder down (not __MACOSX/ or dot folders).
+
+    Several candidates are refused (UserError naming `shown`): picking one silently would drop the others' data.
+    """
+    children = [child for child in sorted(folder.iterdir()) if child.is_dir()
+                and not child.name.startswith((".", "__MACOSX")) and (child / "annotations.json").is_file()]
+    roots = ([folder] if (folder / "annotations.json").is_file() else []) + children
+    if len(roots) > 1:
+        names = ", ".join((r.relative_to(folder) / "annotations.json").as_posix() for r in roots[:4])
+        raise UserError(f"holds several SAM 2 demo exports ({names}): give each export as its own input",
+                        shown or folder)
+    return roots[0] if roots else None
 
 
 class DemoExportSource(Source):

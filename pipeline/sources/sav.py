@@ -144,7 +144,7 @@ class SavFolderSource(Source):
             try:
                 with Image.open(pngs[index]) as image:
                     mask = (np.asarray(image) > 0).astype(np.uint8)
-            except OSError as exc:
+            except (OSError, Image.DecompressionBombError) as exc:
                 self.issue("invalid_rle", "error", f"object {oid}: mask {pngs[index].name} is not a readable image "
                            f"({exc.__class__.__name__}); object skipped", **where)
                 continue

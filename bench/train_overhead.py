@@ -1,0 +1,145 @@
+"""Training-loop overhead of the pipeline against a minimal raw Trainer + PEFT script (same model, data, collator).
+
+    python bench/train_overhead.py --quick        # ~1-2 minutes on 2 CPU cores
+    python bench/train_overhead.py --steps 200 --rounds 3 --model tiny-qwen2-vl
+
+Both sides run in this process, alternating, after one warm-up each; the best throughput of each side counts
+(Trainer's own train_samples_per_second, which includes callbacks and the pipeline's checkpoint at the end).
+The last line is `ratio=<pipeline/raw>`; the goal is >= 0.95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230)}
+
+
+def make_dataset(root: Path, frames: int = 32, size: int = 64) -> Path:
+    """A converted dataset folder of 64 px frames, one coloured square each."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from pipeline.masks import encode_rle
+    from pipeline.records import FrameRecord, ObjectAnn, write_records
+
+    rng = random.Random(0)
+    (root / "images" / "v0").mkdir(parents=True)
+    records = []
+    for i in range(frames):
+        label, side = list(COLOURS)[i % 3], rng.randint(12, 24)
+        x, y = rng.randint(0, size - side), rng.randint(0, size - side)
+        image = Image.new("RGB", (size, size), (235, 235, 235))
+        ImageDraw.Draw(image).rectangle([x, y, x + side - 1, y + side - 1], fill=COLOURS[label])
+        image.save(root / f"images/v0/{i:06d}.jpg")
+        mask = np.zeros((size, size), np.uint8)
+        mask[y:y + side, x:x + side] = 1
+        records.append(FrameRecord(f"v0-{i}", "bench", "v0", i, f"images/v0/{i:06d}.jpg", size, size,
+                                   [ObjectAnn(0, label, [x, y, x + side, y + side], side * side, encode_rle(mask))]))
+    write_records(records, root / "records.jsonl")
+    meta = {"labels": {c: frames // 3 for c in COLOURS}, "tasks": ["grounding"], "seed": 0}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def pipeline_config(model: str, data: Path, out: Path, steps: int, batch: int) -> Any:
+    """The pipeline side: a LoRA config as a user would run it (progress, TensorBoard, checkpoint at the end)."""
+    from pipeline.config import set_field
+    from pipeline.presets import get_preset
+
+    cfg = get_preset("balanced", model=model, data=str(data), out=str(out))
+    for key, value in {"training.max_steps": steps, "training.batch_size": batch, "training.grad_accum": 1,
+                       "training.learning_rate": 1e-3, "training.logging_steps": 10, "training.save_steps": steps,
+                       "training.eval_steps": 0, "data.max_length": 256, "training.warmup_ratio": 0.0}.items():
+        set_field(cfg, key, value)
+    return cfg
+
+
+def run_pipeline(cfg: Any) -> float:
+    from pipeline.train import run_training
+
+    result = run_training(cfg)
+    return float(result.metrics["train_samples_per_second"])
+
+
+def run_raw(cfg: Any, rows: list[dict[str, Any]], out: Path) -> float:
+    """The baseline: the few lines anyone would write with transformers + peft, nothing else."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText, Trainer, TrainingArguments
+
+    from pipeline.collate import VisionLanguageCollator
+    from pipeline.models import load_processor, resolve_model_path
+    from pipeline.registry import get_spec
+
+    path = resolve_model_path(cfg.model.name)
+    processor = load_processor(cfg.model.name)
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=list(get_spec(cfg.model.name).lora_targets), task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    t = cfg.training
+    args = TrainingArguments(output_dir=str(out), max_steps=t.max_steps, per_device_train_batch_size=t.batch_size,
+                             learning_rate=t.learning_rate, lr_scheduler_type=t.scheduler, logging_steps=t.logging_steps,
+                             save_strategy="no", report_to="none", remove_unused_columns=False, use_cpu=True,
+                             seed=t.seed, disable_tqdm=True, label_names=["labels"])
+    trainer = Trainer(model=model, args=args, train_dataset=rows,
+                      data_collator=VisionLanguageCollator(processor, max_length=cfg.data.max_length))
+    return float(trainer.train().metrics["train_samples_per_second"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="40 steps x 2 rounds")
+    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--model", default="tiny-smolvlm")
+    args = parser.parse_args()
+    steps, rounds = (40, 2) if args.quick else (args.steps, args.rounds)
+
+    with tempfile.TemporaryDirectory(prefix="train-overhead-") as tmp:
+        root = Path(tmp)
+        os.environ.setdefault("STUDIO_HOME", str(root / "home"))
+        import logging
+
+        import transformers
+
+        data = make_dataset(root / "data")
+        from pipeline.records import read_records
+        from pipeline.registry import get_spec
+        from pipeline.tasks import build_examples
+
+        spec = get_spec(args.model)
+        rows = [{"id": ex.id, "image": str(data / ex.image), "prompt": ex.prompt, "answer": ex.answer}
+                for ex in build_examples(read_records(data), ["grounding"], spec.convention, seed=0)]
+        results: dict[str, list[float]] = {"raw": [], "pipeline": []}
+        for n in range(rounds + 1):  # round 0 warms up both sides (lazy imports, tiny model build)
+            for side in ("raw", "pipeline"):
+                cfg = pipeline_config(args.model, data, root / f"{side}-{n}", steps, args.batch)
+                started = time.monotonic()
+                speed = run_raw(cfg, rows, root / f"{side}-{n}") if side == "raw" else run_pipeline(cfg)
+                transformers.utils.logging.set_verbosity_warning()
+                logging.getLogger("pipeline").setLevel(logging.WARNING)
+                label = "warm-up" if n == 0 else f"round {n}"
+                print(f"{label:8} {side:8} {speed:8.2f} samples/s  ({time.monotonic() - started:.1f} s)", flush=True)
+                if n:
+                    results[side].append(speed)
+    raw, pipe = max(results["raw"]), max(results["pipeline"])
+    print(f"model={args.model} steps={steps} batch={args.batch} raw={raw:.2f} pipeline={pipe:.2f} samples/s (best)")
+    print(f"ratio={pipe / raw:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""The Celery app of the distributed job backend (Redis broker and result backend) and its one task.
+
+`studio.run_job(job_id, attempt)` runs a job's command line (`python -m pipeline train --config RUN/config.yaml`
+for training) as a subprocess on the worker, exactly like the local runner, and reports through Redis
+(`pipeline.redis_progress`): it claims the job, beats its heartbeat, XADDs every progress.jsonl line, turns a
+cancel request into RUN/STOP + SIGTERM (SIGKILL after the grace), and records the final status. A trainer killed
+by a signal while the worker survives is retried from its newest complete checkpoint (max_retries per job).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .jobstore import Job
+from .redis_progress import RedisJobs, heartbeat_ttl_s, key_prefix, redis_url
+from .runner import (
+    Resources,
+    cancel_grace_s,
+    child_env,
+    decide_status,
+    launch_argv,
+    newest_checkpoint,
+    signal_group,
+    signal_group_after_exit,
+    write_stop_file,
+)
+from .watch import LOG_FILE, PROGRESS_FILE, ProgressTail, file_size
+
+TASK_NAME = "studio.run_job"
+QUEUES = ("training", "preprocessing")
+log = logging.getLogger("pipeline.celery")
+
+
+def queue_for(kind: str, slots: int = 1) -> str:
+    """Training goes to `training` (`training-Ngpu` for N-GPU jobs); evaluation and export to `preprocessing`."""
+    if kind != "train":
+        return "preprocessing"
+    return "training" if slots <= 1 else f"training-{slots}gpu"
+
+
+def worker_queues(queues: list[str], gpus_per_job: int) -> list[str]:
+    """The queues a worker consumes: `training` means `training-Kgpu` for a worker giving K GPUs to each job."""
+    return [f"training-{gpus_per_job}gpu" if q == "training" and gpus_per_job > 1 else q for q in queues]
+
+
+@lru_cache(maxsize=8)
+def make_app(url: str | None = None, prefix: str | None = None) -> Any:
+    """The Celery app for a Redis URL and key prefix (STUDIO_REDIS_URL / STUDIO_REDIS_PREFIX by default)."""
+    from celery import Celery
+
+    url, prefix = url or redis_url(), prefix if prefix is not None else key_prefix()
+    options = {"global_keyprefix": prefix}
+    app = Celery("studio", broker=url, backend=url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json", result_serializer="json", accept_content=["json"], task_default_queue="training",
+        # a job is acknowledged when it ends: a message held by a dead worker comes back (and is skipped, because
+        # the job hash is no longer queued with that attempt); workers fetch only when a slot is free
+        task_acks_late=True, task_reject_on_worker_lost=False, worker_prefetch_multiplier=1,
+        worker_disable_prefetch=True, broker_connection_retry_on_startup=True, result_expires=7 * 86400,
+        broker_transport_options={**options, "visibility_timeout": _visibility_timeout()},
+        result_backend_transport_options=options, worker_hijack_root_logger=False, task_track_started=True)
+    app.task(name=TASK_NAME, bind=True)(_run_job_task)
+    return app
+
+
+def _visibility_timeout() -> int:
+    raw = os.environ.get("STUDIO_CELERY_VISIBILITY_TIMEOUT", "3600")
+    try:
+        return max(60, int(float(raw)))
+    except ValueError:
+        raise UserError(f"STUDIO_CELERY_VISIBILITY_TIMEOUT must be seconds, got {raw!r}") from None
+
+
+def send_job(job_id: int, attempt: int, queue: str) -> str:
+    """Queue a `run_job` message for this attempt; returns the Celery task id."""
+    return str(make_app().send_task(TASK_NAME, args=[int(job_id), int(attempt)], queue=queue).id)
+
+
+def _run_job_task(task: Any, job_id: int, attempt: int) -> dict[str, Any]:
+    hostname = str(getattr(task.request, "hostname", None) or f"pid-{os.getpid()}")
+    return JobSupervisor(RedisJobs(), int(job_id), int(attempt), hostname).run()
+
+
+# -- slots ------------------------------------------------------------------------------------------------
+def slot_resources() -> tuple[Resources, list[int]]:
+    """This pool process's GPUs: pool child i of a worker with K GPUs per job owns GPUs i*K .. i*K+K-1."""
+    from celery.utils.log import current_process_index
+
+    ids = [v for v in os.environ.get("STUDIO_WORKER_GPUS", "0").split(",") if v.strip()]
+    per_job = max(1, int(os.environ.get("STUDIO_WORKER_GPUS_PER_JOB", "1")))
+    index = current_process_index(base=0) or 0
+    slots = [index * per_job + i for i in range(per_job)]
+    device = os.environ.get("STUDIO_WORKER_DEVICE", "cpu")
+    if slots[-1] >= len(ids):
+        raise RuntimeError(f"pool process {index} has no GPUs left (GPUs {ids}, {per_job} per job)")
+    return Resources(slots=len(ids), device=device, physical_ids=ids), slots
+
+
+def _pdeathsig() -> Callable[[], None]:
+    """A preexec function: own session (the job's process group) and SIGKILL when the worker process dies."""
+    parent = os.getpid()
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        prctl = None
+
+    def setup() -> None:
+        os.setsid()
+        if prctl is not None:
+            prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: no orphan training after kill -9 of the worker
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return setup
+
+
+# -- the task body ------------------------------------------------------------------------------------------
+class JobSupervisor:
+    """Claim one attempt of a job, run its command, forward progress, honour cancel, record the outcome."""
+
+    def __init__(self, jobs: RedisJobs, job_id: int, attempt: int, worker: str, poll: float = 0.25) -> None:
+        self.jobs, self.job_id, self.attempt, self.worker, self.poll = jobs, job_id, attempt, worker, poll
+        self.ttl = heartbeat_ttl_s()
+        self.beat_every = max(0.2, min(2.0, self.ttl / 3))
+        self.pending: list[dict[str, Any]] = []
+        self.seq_floor = 0
+
+    def run(self) -> dict[str, Any]:
+        """The whole attempt; returns what happened (also the Celery result)."""
+        resources, slots = slot_resources()
+        job = self._claim(slots)
+        if job is None:
+            return {"job_id": self.job_id, "attempt": self.attempt, "skipped": True}
+        if int(job.get("slots") or 1) > len(slots):
+            return self._end(job, "failed", None, f"asks for {job['slots']} GPUs, this worker gives {len(slots)}")
+        try:
+            proc = self._launch(job, resources, slots)
+        except OSError as exc:
+            return self._end(job, "failed", None, f"could not start {job['argv'][0]}: {exc}")
+        rc, fenced = self._supervise(job, proc)
+        if fenced:  # someone settled this attempt meanwhile (lost heartbeat): its outcome is no longer ours
+            return {"job_id": self.job_id, "attempt": self.attempt, "fenced": True, "exit_code": rc}
+        final = self.jobs.get(self.job_id) or job
+        status, error = decide_status(_as_job(final), rc)
+        if rc is not None and rc != 0:
+            signal_group_after_exit(proc.pid)
+        if status == "interrupted" and final.get("cancel_requested") is None and \
+                int(final.get("retries") or 0) < int(final.get("max_retries") or 0):
+            return self._retry(final, error)
+        return self._end(final, status, rc, error)
+
+    def _claim(self, slots: list[int]) -> dict[str, Any] | None:
+        job = self.jobs.get(self.job_id)
+        if job is None:
+            return None
+        if job["status"] == "running" and job.get("attempt") != self.attempt:
+            self.jobs.settle_lost(job)  # a redelivered message: only settles a job whose worker is gone
+        now = time.time()
+        return self.jobs.cas(self.job_id, "queued", "running", expect_attempt=self.attempt, detail=f"on {self.worker}",
+                             alive=f"{max(1, round(self.ttl))}:{self.worker}", worker=self.worker, gpu_ids=slots,
+                             started_at=now, heartbeat=now, pid=None, exit_code=None, error=None, ended_at=None,
+                             queue_reason=None, progress_offset=file_size(Path(job["run_dir"]) / PROGRESS_FILE))
+
+    def _launch(self, job: dict[str, Any], resources: Resources, slots: list[int]) -> subprocess.Popen[bytes]:
+        run_dir = Path(job["run_dir"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "STOP").unlink(missing_ok=True)  # a STOP left by an earlier cancel would end a resume at once
+        if job["argv"][1:3] == ["-m", "pipeline"]:
+            job = {**job, "argv": [sys.executable, *job["argv"][1:]]}  # this worker's interpreter, not the submitter's
+        argv = launch_argv(_as_job(job), resources)
+        home = os.environ.get("STUDIO_HOME") or str(run_dir.parent)
+        env = child_env(home, {"STUDIO_JOB_ID": str(self.job_id), "STUDIO_JOB_ATTEMPT": str(self.attempt),
+                               **resources.child_env(slots)})
+        cwd = job["cwd"] if Path(job.get("cwd") or "").is_dir() else str(run_dir)
+        with open(run_dir / LOG_FILE, "ab") as out:
+            out.write(f"[studio] job {self.job_id} attempt {self.attempt} on {self.worker} slots {slots}: "
+                      f"{' '.join(argv)}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, close_fds=True, preexec_fn=_pdeathsig())
+        self.jobs.cas(self.job_id, "running", expect_attempt=self.attempt, pid=proc.pid)
+        return proc
+
+    def _supervise(self, job: dict[str, Any], proc: subprocess.Popen[bytes]) -> tuple[int, bool]:
+        """Poll until the process exits; returns (exit code, fenced)."""
+        import redis
+
+        tail = ProgressTail(Path(job["run_dir"]) / PROGRESS_FILE)
+        self.seq_floor = self._safe(lambda: self.jobs.last_seq(self.job_id), 0)
+        stop_at: float | None = None
+        killed = fenced = False
+        next_beat = 0.0
+        while True:
+            rc = proc.poll()
+            self._forward(tail)
+            now = time.monotonic()
+            if now >= next_beat and rc is None:
+                next_beat = now + self.beat_every
+                try:
+                    self.jobs.beat(self.job_id, self.worker, self.ttl)
+                    current = self.jobs.get(self.job_id) or {}
+                except redis.RedisError as exc:
+                    log.warning("job %s: Redis unreachable (%s); training goes on", self.job_id, exc)
+                    current = {"status": "running", "attempt": self.attempt}
+                fenced = current.get("status") != "running" or current.get("attempt") != self.attempt
+                if stop_at is None and (fenced or current.get("cancel_requested") is not None):
+                    write_stop_file(_as_job(job))
+                    signal_group(proc.pid, None, signal.SIGTERM)
+                    stop_at = now
+            if stop_at is not None and not killed and rc is None and now - stop_at >= cancel_grace_s():
+                signal_group(proc.pid, None, signal.SIGKILL)
+                killed = True
+            if rc is not None:
+                self._forward(tail)
+                return rc, fenced
+            time.sleep(self.poll)
+
+    def _forward(self, tail: ProgressTail) -> None:
+        """XADD the new progress lines (those above the stream's last seq); keeps them when Redis is down."""
+        import redis
+
+        for event in tail.read():
+            if not isinstance(event.get("seq"), int) or event["seq"] > self.seq_floor:
+                self.pending.append(event)
+        if not self.pending:
+            return
+        try:
+            self.jobs.append(self.job_id, self.pending)
+        except redis.RedisError as exc:
+            log.warning("job %s: could not forward progress (%s); will retry", self.job_id, exc)
+            return
+        seqs = [e["seq"] for e in self.pending if isinstance(e.get("seq"), int)]
+        self.seq_floor = max([self.seq_floor, *seqs])
+        self.pending = []
+
+    def _safe(self, call: Callable[[], Any], default: Any) -> Any:
+        import redis
+
+        try:
+            return call()
+        except redis.RedisError:
+            return default
+
+    def _wall(self, job: dict[str, Any]) -> float:
+        started = job.get("started_at") or time.time()
+        return round(float(job.get("wall_seconds") or 0.0) + max(0.0, time.time() - started), 3)
+
+    def _end(self, job: dict[str, Any], status: str, rc: int | None, error: str | None) -> dict[str, Any]:
+        done = self.jobs.cas(self.job_id, "running", status, expect_attempt=self.attempt, exit_code=rc,
+                             error=error if status != "succeeded" else None, ended_at=time.time(),
+                             wall_seconds=self._wall(job), alive="del")
+        return {"job_id": self.job_id, "attempt": self.attempt, "status": status, "exit_code": rc,
+                "recorded": done is not None}
+
+    def _retry(self, job: dict[str, Any], error: str | None) -> dict[str, Any]:
+        """A resumable failure: the same job, next attempt, `--resume` from its newest complete checkpoint."""
+        argv = list(job["argv"])
+        if job.get("kind") == "train" and "--resume" not in argv:
+            argv.append("--resume")
+        checkpoint = newest_checkpoint(job["run_dir"])
+        retries = int(job.get("retries") or 0) + 1
+        detail = (f"retry {retries}/{job.get('max_retries')} after: {error}; "
+                  + (f"resume from {checkpoint.name}" if checkpoint else "no complete checkpoint: from the start"))
+        queued = self.jobs.cas(self.job_id, "running", "queued", expect_attempt=self.attempt, detail=detail,
+                               argv=argv, attempt=self.attempt + 1, retries=retries, queued_at=time.time(),
+                               wall_seconds=self._wall(job), cancel_requested=None, alive="del")
+        if queued is not None:
+            task_id = send_job(self.job_id, self.attempt + 1, job.get("queue") or queue_for(job.get("kind", "train")))
+            self.jobs.cas(self.job_id, ("queued", "running"), task_id=task_id)
+        return {"job_id": self.job_id, "attempt": self.attempt, "status": "retried", "recorded": queued is not None}
+
+
+def _as_job(data: dict[str, Any]) -> Job:
+    """A job hash as the local store's Job (what the shared runner helpers take)."""
+    return Job(id=int(data["id"]), run_id=str(data.get("run_id") or ""), kind=str(data.get("kind") or "train"),
+               status=str(data.get("status") or "running"), argv=list(data.get("argv") or []),
+               cwd=str(data.get("cwd") or ""), run_dir=str(data["run_dir"]), slots=int(data.get("slots") or 1),
+               attempt=int(data.get("attempt") or 1), progress_offset=int(data.get("progress_offset") or 0),
+               cancel_requested=data.get("cancel_requested"), heartbeat=data.get("heartbeat"),
+               started_at=data.get("started_at"))
+
+
+# -- starting a worker -------------------------------------------------------------------------------------
+def detect_gpus() -> list[str]:
+    """Physical ids of this machine's GPUs: CUDA_VISIBLE_DEVICES when set, else `nvidia-smi -L` (none: [])."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [v.strip() for v in visible.split(",") if v.strip() and v.strip() != "-1"]
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+def worker_plan(queues: list[str], gpus: int | None, gpus_per_job: int) -> dict[str, Any]:
+    """What a worker offers: device, GPU ids, job slots (= GPUs // GPUs per job) and the queues it consumes."""
+    found = detect_gpus()
+    device = "cuda" if found else "cpu"
+    count = len(found) if gpus is None and found else (gpus if gpus is not None else 1)
+    if count < 1 or gpus_per_job < 1:
+        raise UserError(f"--gpus ({count}) and --gpus-per-job ({gpus_per_job}) must be at least 1")
+    if found and count > len(found):
+        raise UserError(f"--gpus {count}: this machine shows {len(found)} GPU(s) ({','.join(found)})")
+    if gpus_per_job > count:
+        raise UserError(f"--gpus-per-job {gpus_per_job} is more than the {count} GPU(s) this worker has")
+    unknown = sorted(set(queues) - set(QUEUES))
+    if unknown or not queues:
+        raise UserError(f"unknown queue(s) {', '.join(unknown) or '(none)'}: use {', '.join(QUEUES)}")
+    ids = found[:count] if found else [str(i) for i in range(count)]
+    return {"device": device, "gpus": ids, "gpus_per_job": gpus_per_job, "slots": count // gpus_per_job,
+            "queues": worker_queues(queues, gpus_per_job), "host": socket.gethostname()}
+
+
+def start_worker(queues: list[str], gpus: int | None = None, gpus_per_job: int = 1, name: str | None = None,
+                 loglevel: str = "info") -> int:
+    """Run a Celery worker in this process until it is stopped (prefork pool, one process per job slot)."""
+    from celery.utils.nodenames import default_nodename, host_format
+
+    plan = worker_plan(queues, gpus, gpus_per_job)
+    RedisJobs().ping()
+    os.environ.update(STUDIO_WORKER_GPUS=",".join(plan["gpus"]), STUDIO_WORKER_DEVICE=plan["device"],
+                      STUDIO_WORKER_GPUS_PER_JOB=str(gpus_per_job))
+    nodename = host_format(default_nodename(name or f"studio-{os.getpid()}@%h"))
+    _advertise_when_ready(nodename, {**plan, "pid": os.getpid()})
+    argv = ["worker", "--queues", ",".join(plan["queues"]), "--concurrency", str(plan["slots"]), "--hostname",
+            nodename, "--pool", "prefork", "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
+    make_app().worker_main(argv)
+    return 0
+
+
+def _advertise_when_ready(nodename: str, info: dict[str, Any]) -> None:
+    """Once the worker is up: settle jobs of dead workers, then keep an advert of this worker alive in Redis."""
+    import redis
+    from celery.signals import worker_ready, worker_shutdown
+
+    stop = threading.Event()
+    ttl = heartbeat_ttl_s()
+
+    def loop() -> None:
+        jobs = RedisJobs()
+        try:
+            jobs.sweep()
+        except redis.RedisError as exc:
+            log.warning("could not sweep lost jobs: %s", exc)
+        while not stop.is_set():
+            try:
+                jobs.advertise(nodename, info, ttl)
+            except redis.RedisError as exc:
+                log.warning("could not advertise worker %s: %s", nodename, exc)
+            stop.wait(max(0.5, ttl / 3))
+
+    def on_ready(**_: Any) -> None:
+        threading.Thread(target=loop, name="studio-advert", daemon=True).start()
+
+    def on_shutdown(**_: Any) -> None:
+        stop.set()
+        try:
+            RedisJobs().retire(nodename)
+        except redis.RedisError:
+            pass
+
+    worker_ready.connect(on_ready, weak=False)
+    worker_shutdown.connect(on_shutdown, weak=False)

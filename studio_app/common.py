@@ -1,0 +1,67 @@
+"""What every tab shares: error handling (UserError -> gr.Error), the Space sign-in gate, small UI helpers."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+
+from pipeline import service
+from pipeline.errors import UserError
+
+log = logging.getLogger("studio_app")
+TRACK_TQDM = gr.Progress(track_tqdm=True)  # gradio injects it per event: tqdm bars become the UI progress bar
+
+
+def _error(exc: BaseException) -> gr.Error:
+    if isinstance(exc, gr.Error):
+        return exc
+    if isinstance(exc, UserError):
+        return gr.Error(str(exc), print_exception=False)
+    log.exception("unexpected error in a handler")
+    return gr.Error(f"internal error ({type(exc).__name__}); the server log has the details", print_exception=False)
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a handler (function or generator) so bad input shows as one clear message, never a traceback."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes one message
+                raise _error(exc) from None
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one message
+            raise _error(exc) from None
+    return call
+
+
+def username(profile: gr.OAuthProfile | None) -> str | None:
+    """The signed-in Hugging Face user name (None when not signed in or not on a Space)."""
+    return getattr(profile, "username", None) if profile is not None else None
+
+
+def require_user(profile: gr.OAuthProfile | None, action: str) -> None:
+    """On a Space, refuse `action` unless the caller signed in with Hugging Face."""
+    service.require_user(username(profile), action)
+
+
+def choices_update(choices: list[Any], value: Any = None) -> dict[str, Any]:
+    """A dropdown update keeping `value` when it is still a choice, else the first one."""
+    keys = [c[1] if isinstance(c, tuple) else c for c in choices]
+    return gr.update(choices=choices, value=value if value in keys else (keys[0] if keys else None))
+
+
+def records(rows: list[dict[str, Any]], columns: list[str]) -> list[list[Any]]:
+    """Dict rows as table rows in `columns` order."""
+    return [[row.get(c) for c in columns] for row in rows]

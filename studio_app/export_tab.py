@@ -1,0 +1,73 @@
+"""Export tab: adapter or merged export with its model card, download, and push to the Hugging Face Hub.
+
+A token typed here is used for that one push and then cleared from the form; it is never kept in state, history or
+logs. On a Space, the Hugging Face sign-in can provide the token instead, and only signed-in users may push.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from pipeline import service
+
+from .common import TRACK_TQDM, choices_update, guarded, require_user
+
+INTRO = ("Export a run as a LoRA adapter (small; loads on its base model) or a merged model, preview its model card, "
+         "download the zip or push it to the Hub. CLI: `python -m pipeline export RUN --mode adapter --out DIR` and "
+         "`python -m pipeline push DIR --repo USER/NAME --token-env STUDIO_HF_TOKEN`.")
+
+
+@guarded
+def export(run_id: str, mode: str, checkpoint: str, progress: gr.Progress = TRACK_TQDM,
+           ) -> tuple[Any, ...]:
+    """Export the run; returns the summary, the model card and the zip to download."""
+    progress(0, desc="exporting")
+    result = service.export(run_id, mode or "adapter", checkpoint or "best", progress=True)
+    return result, result["card"], result["zip"], choices_update(service.list_exports(), result["export"])
+
+
+@guarded
+def push_to_hub(export_name: str, repo_id: str, private: bool, token: str,
+                oauth_token: gr.OAuthToken | None = None, profile: gr.OAuthProfile | None = None) -> tuple[Any, ...]:
+    """Push an export with the typed token (or the Space sign-in's); the token field is cleared afterwards."""
+    require_user(profile, "push to the Hub")
+    secret = (token or "").strip() or (oauth_token.token if oauth_token is not None else "")
+    return service.push(export_name, repo_id, secret, bool(private)), ""
+
+
+@guarded
+def refresh(run_id: str | None, export_name: str | None) -> tuple[Any, ...]:
+    """The runs and exports to choose from."""
+    return choices_update(service.run_choices(), run_id), choices_update(service.list_exports(), export_name)
+
+
+def build() -> dict[str, Any]:
+    """The Export tab."""
+    with gr.Tab("Export", id="export") as tab:
+        gr.Markdown(INTRO)
+        with gr.Row():
+            run = gr.Dropdown(service.run_choices(), label="Run", elem_id="export-run", scale=3,
+                              allow_custom_value=True)
+            mode = gr.Radio(["adapter", "merged"], value="adapter", label="Export as")
+            checkpoint = gr.Dropdown(["best", "last"], value="best", label="Checkpoint", allow_custom_value=True)
+            export_btn = gr.Button("Export", variant="primary", elem_id="export")
+        result = gr.JSON(label="Export", open=False)
+        download = gr.File(label="Download (zip)", interactive=False, elem_id="export-zip")
+        with gr.Accordion("Model card (README.md)", open=True):
+            card = gr.Markdown(elem_id="model-card")
+        gr.Markdown("### Push to the Hugging Face Hub")
+        with gr.Row():
+            exported = gr.Dropdown(service.list_exports(), label="Export folder", allow_custom_value=True)
+            repo = gr.Textbox(label="Repository", placeholder="USER/NAME")
+            private = gr.Checkbox(True, label="Private")
+            token = gr.Textbox(label="Write token (used once, never stored)", type="password",
+                               placeholder="hf_…" + (" (or sign in above)" if service.on_space() else ""))
+            push_btn = gr.Button("Push", variant="primary")
+        pushed = gr.JSON(label="Pushed", open=False)
+
+    tab.select(refresh, [run, exported], [run, exported], api_visibility="private")
+    export_btn.click(export, [run, mode, checkpoint], [result, card, download, exported], api_name="export")
+    push_btn.click(push_to_hub, [exported, repo, private, token], [pushed, token], api_name="push_to_hub")
+    return {"run": run}

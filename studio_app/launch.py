@@ -1,0 +1,66 @@
+"""Launch settings: address, optional basic auth, upload limit, what the file routes may serve, and `main()`.
+
+    python app.py                                   # http://127.0.0.1:7860
+    GRADIO_SERVER_NAME=0.0.0.0 GRADIO_SERVER_PORT=8080 STUDIO_AUTH=user:secret python app.py
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from pipeline import service
+from pipeline.errors import UserError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+DEFAULT_MAX_FILE_SIZE = "2gb"
+
+
+def parse_auth(value: str | None) -> list[tuple[str, str]] | None:
+    """STUDIO_AUTH='user:pass' (several separated by commas) -> gradio's auth list; None when unset."""
+    if not value or not value.strip():
+        return None
+    pairs = []
+    for item in value.split(","):
+        user, sep, password = item.strip().partition(":")
+        if not sep or not user or not password:
+            raise UserError("STUDIO_AUTH must look like user:password (several separated by commas)")
+        pairs.append((user, password))
+    return pairs
+
+
+def launch_kwargs(**overrides: Any) -> dict[str, Any]:
+    """Everything passed to Blocks.launch(): safe defaults, the environment, then `overrides`."""
+    settings: dict[str, Any] = {
+        "server_name": os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST,
+        "server_port": int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT),
+        "auth": parse_auth(os.environ.get("STUDIO_AUTH")),
+        "max_file_size": os.environ.get("STUDIO_MAX_FILE_SIZE") or DEFAULT_MAX_FILE_SIZE,
+        "allowed_paths": service.download_paths(),  # export zips and quality reports, nothing else
+        "blocked_paths": service.blocked_paths(),  # the database and the run folders, whatever is allowed
+        "show_error": False, "enable_monitoring": False, "run_history": False, "ssr_mode": False,
+        "mcp_server": False, "pwa": False, "share": False, "footer_links": ["api"],
+    }
+    settings.update(overrides)
+    return settings
+
+
+def launch(demo: Any, **overrides: Any) -> Any:
+    """Queue (watch streams are not limited) and launch; returns what Blocks.launch returns."""
+    demo.queue(default_concurrency_limit=1, max_size=64)
+    return demo.launch(**launch_kwargs(**overrides))
+
+
+def main() -> None:
+    """`python app.py`: start the job scheduler thread (stale jobs become interrupted), build the UI and serve it."""
+    started = time.monotonic()
+    from .ui import build_ui
+
+    service.start_scheduler()
+    demo = build_ui()
+    launch(demo, prevent_thread_lock=True)
+    print(f"SAM2 VLM Studio ready in {time.monotonic() - started:.1f} s (STUDIO_HOME={service.studio_home()})",
+          flush=True)
+    demo.block_thread()

@@ -1,0 +1,61 @@
+"""Quality & Split tab: the data quality report with its plots, then a leakage-free split and its statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from pipeline import service
+
+from .common import guarded
+
+INTRO = ("Check a converted dataset, then split it. CLI: `python -m pipeline validate DATASET --out REPORT` and "
+         "`python -m pipeline split DATASET --strategy temporal --ratios 0.8,0.1,0.1 --seed 42`.")
+
+
+@guarded
+def validate(dataset: str) -> tuple[Any, ...]:
+    """Run the quality rules: summary JSON, the report as Markdown, its plots and the report files."""
+    report = service.validate_dataset(dataset)
+    info = {k: report[k] for k in ("dataset", "passed", "summary", "findings")}
+    return info, report["markdown"], report["plots"], report["files"]
+
+
+@guarded
+def split(dataset: str, strategy: str, ratios: str, seed: float) -> tuple[Any, ...]:
+    """Split the dataset: counts, label shares and notes, plus a chart of the label shares per split."""
+    result = service.split(dataset, strategy, ratios, int(seed or 0))
+    return result, service.split_figure(result)
+
+
+def build() -> dict[str, Any]:
+    """The Quality & Split tab; returns the dataset dropdown and the split event."""
+    with gr.Tab("Quality & Split", id="quality") as tab:
+        gr.Markdown(INTRO)
+        with gr.Row():
+            dataset = gr.Dropdown(service.list_datasets(), label="Dataset", elem_id="quality-dataset", scale=3,
+                                  allow_custom_value=True)
+            refresh = gr.Button("↻", scale=0, min_width=50)
+            validate_btn = gr.Button("Run the quality report", variant="primary", elem_id="validate", scale=1)
+        report_json = gr.JSON(label="Summary and findings", open=False)
+        report_md = gr.Markdown(elem_id="quality-report")
+        plots = gr.Gallery(label="Plots", columns=2, height=360)
+        files = gr.File(label="Report files", file_count="multiple", interactive=False)
+        gr.Markdown("### Split")
+        with gr.Row():
+            strategy = gr.Radio(["temporal", "stratified", "random"], value="temporal", label="Strategy",
+                                info="temporal: whole videos (or time blocks of one video) per split")
+            ratios = gr.Textbox("0.8,0.1,0.1", label="Ratios train,val,test")
+            seed = gr.Number(42, precision=0, label="Seed")
+            split_btn = gr.Button("Split", variant="primary", elem_id="split")
+        split_json = gr.JSON(label="Split statistics", open=False)
+        split_plot = gr.Plot(label="Label share per split", elem_id="split-plot")
+
+    refresh_event = {"fn": lambda current: gr.update(choices=service.list_datasets(), value=current),
+                     "inputs": dataset, "outputs": dataset, "api_visibility": "private"}
+    refresh.click(**refresh_event)
+    tab.select(**refresh_event)
+    validate_btn.click(validate, dataset, [report_json, report_md, plots, files], api_name="validate")
+    split_event = split_btn.click(split, [dataset, strategy, ratios, seed], [split_json, split_plot], api_name="split")
+    return {"dataset": dataset, "split": split_event}

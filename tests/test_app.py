@@ -1,0 +1,226 @@
+"""The Gradio app: build_ui constructs with every named endpoint; launch settings; the Space gate; and a live server
+driven by gradio_client through sample -> convert -> validate -> split -> train -> watch -> evaluate -> export."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+gr = pytest.importorskip("gradio")
+
+ENDPOINTS = {"/detect_format", "/convert", "/validate", "/split", "/estimate_memory", "/start_training", "/watch_job",
+             "/cancel_job", "/list_jobs", "/evaluate", "/export", "/push_to_hub", "/list_experiments",
+             "/compare_experiments"}
+SMALL_SAMPLE = {"frames": 48, "videos": 1, "width": 160, "height": 90, "export_every": 3, "seed": 0}
+
+
+def public_api_names(demo: Any) -> set[str]:
+    """api names of the public events of a Blocks."""
+    return {f"/{fn.api_name}" for fn in demo.fns.values() if fn.api_name and fn.api_visibility == "public"}
+
+
+def test_build_ui_has_every_named_endpoint() -> None:
+    from studio_app import build_ui
+
+    demo = build_ui()
+    assert isinstance(demo, gr.Blocks)
+    names = public_api_names(demo)
+    assert ENDPOINTS <= names, ENDPOINTS - names
+    watch = next(fn for fn in demo.fns.values() if fn.api_name == "watch_job")
+    assert watch.concurrency_limit is None  # a stream per open page must never wait for another
+
+
+def test_launch_settings_defaults_env_and_auth(monkeypatch: pytest.MonkeyPatch, studio_home: Path) -> None:
+    from pipeline.errors import UserError
+    from studio_app.launch import launch_kwargs, parse_auth
+
+    for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "STUDIO_AUTH"):
+        monkeypatch.delenv(name, raising=False)
+    settings = launch_kwargs()
+    assert (settings["server_name"], settings["server_port"], settings["auth"]) == ("127.0.0.1", 7860, None)
+    assert settings["show_error"] is False and settings["enable_monitoring"] is False
+    assert settings["run_history"] is False and settings["ssr_mode"] is False and settings["max_file_size"]
+    assert settings["allowed_paths"] == [str(studio_home / "exports"), str(studio_home / "reports")]
+    assert {str(studio_home / "studio.db"), str(studio_home / "runs")} <= set(settings["blocked_paths"])
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "8123")
+    monkeypatch.setenv("STUDIO_AUTH", "ann:s3cret")
+    settings = launch_kwargs()
+    assert (settings["server_name"], settings["server_port"], settings["auth"]) == ("0.0.0.0", 8123, [("ann", "s3cret")])
+    assert parse_auth("a:b, c:d") == [("a", "b"), ("c", "d")]
+    with pytest.raises(UserError, match="user:password"):
+        parse_auth("nopassword")
+
+
+def test_handlers_turn_user_errors_into_gradio_errors() -> None:
+    from studio_app import quality_tab
+
+    with pytest.raises(gr.Error, match="no converted dataset named 'missing'"):
+        quality_tab.validate("missing")
+    with pytest.raises(gr.Error, match=r"dataset '\.\./etc'"):
+        quality_tab.split("../etc", "random", "0.8,0.1,0.1", 1)
+
+
+def test_space_refuses_jobs_and_pushes_without_sign_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    from studio_app import export_tab, train_tab
+
+    monkeypatch.setenv("SPACE_ID", "someone/studio")
+    with pytest.raises(gr.Error, match="sign in with Hugging Face"):
+        train_tab.start_training("sample", "tiny-smolvlm", "quick_test", "", 2, "", None)
+    with pytest.raises(gr.Error, match="sign in with Hugging Face"):
+        train_tab.resume_job(1, None)
+    with pytest.raises(gr.Error, match="sign in with Hugging Face"):
+        export_tab.push_to_hub("x", "user/x", True, "hf_" + "a" * 30, None, None)
+
+
+# -- the live server ---------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The app on a free port in this process, with its own data home and scheduler thread."""
+    from pipeline import service
+    from studio_app import build_ui
+    from studio_app.launch import launch
+
+    home = tmp_path_factory.mktemp("app_home")
+    previous, options = os.environ.get("STUDIO_HOME"), dict(service.SAMPLE_OPTIONS)
+    os.environ["STUDIO_HOME"] = str(home)
+    service.SAMPLE_OPTIONS.update(SMALL_SAMPLE)
+    scheduler = service.start_scheduler()
+    demo = build_ui()
+    _, url, _ = launch(demo, prevent_thread_lock=True, server_port=free_port(), quiet=True)
+    try:
+        yield {"url": url, "home": home, "demo": demo}
+    finally:
+        demo.close()
+        scheduler.stop()
+        service.SAMPLE_OPTIONS.clear()
+        service.SAMPLE_OPTIONS.update(options)
+        os.environ["STUDIO_HOME"] = previous or ""
+
+
+@pytest.fixture(scope="module")
+def client(server: dict[str, Any]) -> Any:
+    from gradio_client import Client
+
+    return Client(server["url"], verbose=False, download_files=False)
+
+
+@pytest.fixture(scope="module")
+def dataset(client: Any) -> str:
+    """sample -> detect -> convert -> validate -> split through the API; the dataset name."""
+    info, _, _, labels, name = client.predict([], True, api_name="/detect_format")
+    assert info["inputs"][0]["format"] == "sam2_demo_zip" and name == "sample"
+    assert [row[2] for row in labels["data"]] == ["circle", "square", "triangle"][: len(labels["data"])]
+    labels["data"][0][2] = "ball"
+    summary = client.predict([], True, "api-demo", labels, ["grounding"], "tiny-smolvlm", 1, False,
+                             api_name="/convert")
+    assert summary["dataset"] == "api-demo" and summary["frames"] > 5 and "ball" in summary["labels"]
+    report, markdown, plots, files = client.predict("api-demo", api_name="/validate")
+    assert report["dataset"] == "api-demo" and isinstance(report["passed"], bool)
+    assert markdown.startswith("# Data quality report") and len(plots) == 4 and len(files) == 2
+    result, figure = client.predict("api-demo", "random", "0.6,0.2,0.2", 7, api_name="/split")
+    assert result["counts"]["train"] > 0 and result["counts"]["test"] > 0 and figure["type"] == "plotly"
+    return "api-demo"
+
+
+@pytest.fixture(scope="module")
+def job(client: Any, dataset: str) -> int:
+    memory, verdict, check = client.predict("tiny-smolvlm", "quick_test", "", dataset, api_name="/estimate_memory")
+    assert memory["verdict"] == "fits" and memory["device"] == "cpu" and "fits" in verdict
+    started, job_id, seq = client.predict(dataset, "tiny-smolvlm", "quick_test", "", 4, "", api_name="/start_training")
+    assert started["status"] == "queued" and started["max_steps"] == 4 and job_id == started["job_id"] and seq == 0
+    return int(job_id)
+
+
+def follow(client: Any, job_id: int, from_seq: int, stop_after: int | None = None) -> list[dict[str, Any]]:
+    """The /watch_job views, ending with the job's end or after `stop_after` progress events (then disconnect)."""
+    views, progress = [], 0
+    stream = client.submit(job_id, from_seq, api_name="/watch_job")
+    for out in stream:
+        views.append(out[0])
+        progress += sum(isinstance(e.get("seq"), int) for e in out[0]["events"])
+        if stop_after is not None and progress >= stop_after:
+            stream.cancel()
+            break
+    return views
+
+
+@pytest.mark.slow
+def test_watch_disconnect_and_reconnect_keeps_training(server: dict[str, Any], job: int) -> None:
+    from gradio_client import Client
+
+    leaving = Client(server["url"], verbose=False, download_files=False)
+    first = follow(leaving, job, 0, stop_after=2)
+    seen = [e["seq"] for v in first for e in v["events"] if isinstance(e.get("seq"), int)]
+    assert len(seen) >= 2 and seen == sorted(seen) and first[-1]["status"] in ("queued", "running")
+    leaving.close()  # the browser goes away mid-stream; the job must not notice
+    again = Client(server["url"], verbose=False, download_files=False)
+    rest = follow(again, job, seen[-1])
+    more = [e["seq"] for v in rest for e in v["events"] if isinstance(e.get("seq"), int)]
+    assert more and more[0] == seen[-1] + 1 and more == list(range(more[0], more[0] + len(more)))
+    last = rest[-1]
+    assert last["status"] == "succeeded" and last["step"] == last["total_steps"] == 4 and last["fraction"] == 1.0
+    assert [e["event"] for v in rest for e in v["events"]][-2:] == ["end", "status"]
+
+
+@pytest.mark.slow
+def test_pipeline_through_the_api(server: dict[str, Any], job: int) -> None:
+    from gradio_client import Client
+
+    client = Client(server["url"], verbose=False, download_files=False)
+    views = follow(client, job, 0)
+    kinds = [e.get("event") for v in views for e in v["events"]]
+    assert {"start", "log", "end"} <= set(kinds) and views[-1]["status"] == "succeeded"
+    assert views[-1]["loss"] is not None and views[-1]["seq"] >= 6
+    table = client.predict(api_name="/list_jobs")
+    assert table["data"][0][:2] == [job, "succeeded"]
+    experiments = client.predict("succeeded", "", "", "final_loss", False, api_name="/list_experiments")[0]
+    run_id = experiments["data"][0][0]
+    assert experiments["data"][0][2:4] == ["succeeded", "tiny-smolvlm"]
+    pytest.importorskip("pipeline.evaluate")
+    info, metrics, gallery = client.predict(run_id, "best", "test", 2, api_name="/evaluate")
+    assert metrics["headers"][:2] == ["metric", "fine-tuned"] and any(r[0] == "miou" for r in metrics["data"])
+    assert gallery and info["run_id"] == run_id
+    pytest.importorskip("pipeline.export")
+    result, card, download, _ = client.predict(run_id, "adapter", "best", api_name="/export")
+    assert result["mode"] == "adapter" and "adapter_model.safetensors" in result["files"]
+    assert card.strip() and download["path"].endswith(".zip")
+    with pytest.raises(Exception, match="token"):
+        client.predict(result["export"], "user/repo", True, "", api_name="/push_to_hub")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["/etc/passwd", "/etc/../etc/passwd", "..%2F..%2F..%2Fetc%2Fpasswd",
+                                  "%2Fetc%2Fpasswd", "//etc/passwd", "~/.bashrc"])
+def test_file_routes_refuse_system_files(server: dict[str, Any], path: str) -> None:
+    import httpx
+
+    response = httpx.get(f"{server['url']}gradio_api/file={path}")
+    assert response.status_code in (403, 404) and "root:" not in response.text
+
+
+@pytest.mark.slow
+def test_file_routes_refuse_database_and_runs(server: dict[str, Any], job: int) -> None:
+    import httpx
+
+    home: Path = server["home"]
+    deadline = time.monotonic() + 120
+    while not list((home / "runs").glob("*/config.yaml")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    targets = [home / "studio.db", next((home / "runs").glob("*/config.yaml")), home / "scheduler.lock"]
+    for target in targets:
+        assert target.exists()
+        response = httpx.get(f"{server['url']}gradio_api/file={target}")
+        assert response.status_code in (403, 404), target
