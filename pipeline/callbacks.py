@@ -244,6 +244,34 @@ class TensorBoardCallback(TrainerCallback):
             self.writer = None
 
 
+# -- ranks --------------------------------------------------------------------------------------------------
+def _distributed() -> Any:
+    """torch.distributed when a process group is up (torchrun / accelerate launch), else None."""
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def agree(flag: bool, any_rank: bool = True) -> bool:
+    """The same decision on every rank: any rank's True (any_rank) or every rank's True."""
+    dist = _distributed()
+    if dist is None:
+        return flag
+    import torch
+
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    value = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX if any_rank else dist.ReduceOp.MIN)
+    return bool(value.item())
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in a single process)."""
+    dist = _distributed()
+    if dist is not None:
+        dist.barrier()
+
+
 # -- checkpoints ------------------------------------------------------------------------------------------
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -358,12 +386,15 @@ class CheckpointCallback(TrainerCallback):
         return 0
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not control.should_save or not state.is_world_process_zero:
+        if not control.should_save:
             return
-        free = shutil.disk_usage(self.run_dir).free
-        need = self._needed_bytes() + self.min_free
-        if free < need:
-            control.should_save = False
+        free = need = 0
+        if state.is_world_process_zero:
+            free, need = shutil.disk_usage(self.run_dir).free, self._needed_bytes() + self.min_free
+        if agree(free >= need, any_rank=False):
+            return
+        control.should_save = False  # on every rank, so no rank waits for a save the others skip
+        if state.is_world_process_zero:
             self.writer.emit({"event": "warning", "step": state.global_step,
                               "message": f"checkpoint skipped: {free / 2**30:.2f} GiB free, {need / 2**30:.2f} needed"})
 
@@ -373,6 +404,7 @@ class CheckpointCallback(TrainerCallback):
             self.last_metric = float(metrics[self.metric])
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        barrier()  # sharded saves (FSDP, DeepSpeed) write from every rank: all files first, then the manifest
         if not state.is_world_process_zero:
             return
         step = state.global_step
@@ -458,21 +490,9 @@ class CancelCallback(TrainerCallback):
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.requested = True
 
-    def _agreed(self) -> bool:
-        wanted = self.requested or self.stop_file.exists()
-        if self.world > 1:
-            import torch
-            import torch.distributed as dist
-
-            if dist.is_available() and dist.is_initialized():
-                device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-                flag = torch.tensor([1 if wanted else 0], device=device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                wanted = bool(flag.item())
-        return wanted
-
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._agreed():
+        wanted = self.requested or self.stop_file.exists()
+        if agree(wanted) if self.world > 1 else wanted:
             self.requested = True
             self.cancelled_at = state.global_step
             control.should_save = True

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import UserError
-from .masks import Box
+from .masks import Box, BoxLike
 
 Labeled = tuple[str | None, Box]
 LabeledPolygon = tuple[str | None, list[float]]
@@ -145,21 +146,21 @@ class Convention:
         raise NotImplementedError
 
     # -- public API ----------------------------------------------------------------------------------------
-    def encode_boxes(self, objects: list[tuple[str, Box]], width: int, height: int) -> str:
+    def encode_boxes(self, objects: Sequence[tuple[str, BoxLike]], width: int, height: int) -> str:
         """Labelled pixel boxes -> answer text; no objects -> `none_answer`."""
         if not objects:
             return self.none_answer
         return self.format_boxes([(label, self._encode_points(list(box), width, height)) for label, box in objects])
 
-    def encode_region(self, box: Box, width: int, height: int) -> str:
+    def encode_region(self, box: BoxLike, width: int, height: int) -> str:
         """One unlabelled box as this family writes a region inside a prompt (referring questions)."""
         return self.format_region(self._encode_points(list(box), width, height))
 
-    def encode_polygon(self, label: str, polygon: list[float], width: int, height: int) -> str:
+    def encode_polygon(self, label: str, polygon: Sequence[float], width: int, height: int) -> str:
         """One flat pixel polygon [x1, y1, x2, y2, ...] -> answer text."""
         return self.encode_polygons([(label, polygon)], width, height)
 
-    def encode_polygons(self, items: list[tuple[str, list[float]]], width: int, height: int) -> str:
+    def encode_polygons(self, items: Sequence[tuple[str, Sequence[float]]], width: int, height: int) -> str:
         """Several labelled polygons -> one answer; none -> `none_answer`."""
         if not items:
             return self.none_answer

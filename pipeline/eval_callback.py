@@ -24,7 +24,7 @@ class GeometryEvalCallback(TrainerCallback):
     def __init__(self, processor: Any, examples: list[Example], convention: str, every_n_steps: int = 0,
                  batch_size: int = 8, *, image_root: str | Path | None = None, image_cap: int | None = None,
                  max_new_tokens: int | None = None, prefix: str = "eval_") -> None:
-        from .evaluate import token_budget
+        from .generation import token_budget
 
         self.processor, self.examples, self.convention = processor, list(examples), convention
         self.every, self.batch_size, self.prefix = every_n_steps, batch_size, prefix
@@ -50,7 +50,7 @@ class GeometryEvalCallback(TrainerCallback):
         """Generate, parse and score the subset now; the numeric metrics with the prefix (cached per step)."""
         if self.last is not None and self.last[0] == step:
             return self.last[1]
-        from .evaluate import generate_answers
+        from .generation import generate_answers
 
         answers = generate_answers(model, self.processor, self.examples, image_root=self.image_root,
                                    batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
@@ -77,7 +77,7 @@ class GeometryEvalCallback(TrainerCallback):
         metrics = self.compute(model, state.global_step)
         logs.update(metrics)  # the same dict the Trainer hands to on_evaluate next
         last = state.log_history[-1] if state.log_history else None
-        if isinstance(last, dict) and last.get("step") == state.global_step and any(k.startswith("eval_") for k in last):
+        if isinstance(last, dict) and last.get("step") == state.global_step and "eval_loss" in last:
             last.update(metrics)  # trainer_state.json keeps them too
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None,

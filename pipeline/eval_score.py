@@ -124,22 +124,30 @@ def _detection_sample(row: dict[str, Any]) -> DetectionSample:
     return DetectionSample(row["id"], pred, truth, row["width"], row["height"])
 
 
-def _block(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _confusion(rows: list[dict[str, Any]], known: set[str]) -> ConfusionMatrix:
+    """Referring rows as truth -> answer counts; answers outside the known labels are pooled as '<other>'."""
+    canonical = {label.casefold(): label for label in known}
+    confusion = ConfusionMatrix()
+    for row in rows:
+        if row["task"] == "referring":
+            pred = (row["parsed"] or {}).get("label")
+            confusion.add(row["truth"]["label"], None if pred is None else canonical.get(pred.casefold(), "<other>"))
+    return confusion
+
+
+def _block(rows: list[dict[str, Any]], known: set[str]) -> dict[str, Any]:
     """Every metric over `rows`; None where no row has the task the metric needs."""
     by_task: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_task.setdefault(row["task"], []).append(row)
     grounding, polygons = by_task.get("grounding", []), by_task.get("polygon", [])
     ap = coco_ap([_detection_sample(r) for r in grounding + by_task.get("negative", [])]) if grounding else {}
-    confusion = ConfusionMatrix()
-    for row in by_task.get("referring", []):
-        confusion.add(row["truth"]["label"], (row["parsed"] or {}).get("label"))
     counts = by_task.get("counting", [])
     counted = count_scores([r["count"] for r in counts], [r["truth"]["count"] for r in counts])
     return {
         "miou": _mean(r["iou"] for r in grounding), "ap50": ap.get("ap50"), "map": ap.get("map"),
         **{key: _mean(r["mask"][key] for r in polygons) for key in ("mask_iou", "dice", "pixel_accuracy")},
-        "label_accuracy": confusion.accuracy(), **counted,
+        "label_accuracy": _confusion(rows, known).accuracy(), **counted,
         "negative_accuracy": _mean(r["score"] for r in by_task.get("negative", [])),
         "listing_f1": _mean(r["score"] for r in by_task.get("listing", [])),
         "parse_failure_rate": (sum(not r["parse_ok"] for r in rows) / len(rows)) if rows else None,
@@ -149,15 +157,13 @@ def _block(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """metrics.json: overall metrics, example counts per task, the referring confusion matrix and a per-label table."""
-    out = _block(rows)
-    out["n_by_task"] = dict(sorted(Counter(r["task"] for r in rows).items()))
-    confusion = ConfusionMatrix()
-    for row in rows:
-        if row["task"] == "referring":
-            confusion.add(row["truth"]["label"], (row["parsed"] or {}).get("label"))
-    out["confusion"] = confusion.as_table() if confusion.counts else None
     labels = sorted({r["label"] for r in rows if r["label"] is not None})
-    out["per_label"] = {label: _block([r for r in rows if r["label"] == label]) for label in labels}
+    known = set(labels) | {label for r in rows for label in r["truth"].get("labels", [])}
+    out = _block(rows, known)
+    out["n_by_task"] = dict(sorted(Counter(r["task"] for r in rows).items()))
+    confusion = _confusion(rows, known)
+    out["confusion"] = confusion.as_table() if confusion.counts else None
+    out["per_label"] = {label: _block([r for r in rows if r["label"] == label], known) for label in labels}
     return out
 
 
@@ -213,6 +219,11 @@ def mean_box_baseline(records: Iterable[FrameRecord]) -> MeanBoxBaseline:
     return MeanBoxBaseline(
         boxes={label: np.mean(boxes, axis=0).tolist() for label, boxes in per_label.items()},
         overall=np.mean(everything, axis=0).tolist() if everything else [0.0, 0.0, 1.0, 1.0],
-        majority_label=min(labels, key=lambda lab: (-labels[lab], lab)) if labels else None,
-        counts={label: min(c, key=lambda n: (-c[n], n)) for label, c in counts.items()},
-        label_set=list(min(sets, key=lambda s: (-sets[s], s))) if sets else [])
+        majority_label=_most_common(labels) if labels else None,
+        counts={label: _most_common(c) for label, c in counts.items()},
+        label_set=list(_most_common(sets)) if sets else [])
+
+
+def _most_common(counter: Counter[Any]) -> Any:
+    """The most frequent key; the smallest key among equals (deterministic, unlike Counter.most_common)."""
+    return min(counter, key=lambda key: (-counter[key], key))

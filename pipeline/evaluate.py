@@ -16,17 +16,16 @@ import gc
 import json
 import random
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .generation import generate_answers, token_budget
 from .records import DATASET_META_FILE, RECORDS_FILE, FrameRecord, read_records
 from .tasks import Example
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,63}")
-TOKEN_MARGIN = 8  # extra generated tokens beyond the longest truth answer (a quarter more for long answers)
 
 
 @dataclass
@@ -34,6 +33,7 @@ class Target:
     """What to evaluate: model to load (+ adapter), how it talks (convention, tasks) and where it came from."""
 
     model: str
+    processor: str = ""  # where the processor comes from (default: `model`)
     adapter: str | None = None
     base: str | None = None  # the model to compare against (None: no before/after)
     name: str = ""
@@ -136,73 +136,6 @@ def build_eval_examples(records: list[FrameRecord], target: Target, meta: dict[s
     return build_examples(records, list(tasks), target.convention or "json", seed=seed, label_set=labels)
 
 
-# -- generation ------------------------------------------------------------------------------------------------
-def token_budget(processor: Any, answers: list[str]) -> int:
-    """max_new_tokens: the longest truth answer in tokens plus a margin (a model rambling past it is cut off)."""
-    tok = getattr(processor, "tokenizer", processor)
-    longest = max((len(tok(a, add_special_tokens=False)["input_ids"]) for a in answers), default=16)
-    return longest + max(TOKEN_MARGIN, longest // 4)
-
-
-def _frame(example: Example, root: Path | None, cap: int | None) -> Any:
-    from .collate import load_image
-
-    image = load_image(example.image, example.id, root)
-    if cap and max(image.size) > cap:
-        image.thumbnail((cap, cap))  # as training's RowDataset: the model saw frames at this size
-    return image
-
-
-def _to_device(inputs: Any, model: Any) -> dict[str, Any]:
-    import torch
-
-    param = next(model.parameters())
-    dtype = getattr(model, "dtype", param.dtype)
-    out = {}
-    for key, value in inputs.items():
-        if isinstance(value, torch.Tensor):
-            value = value.to(param.device)
-            if value.is_floating_point() and isinstance(dtype, torch.dtype) and dtype.is_floating_point:
-                value = value.to(dtype)
-        out[key] = value
-    return out
-
-
-def generate_answers(model: Any, processor: Any, examples: list[Example], *, image_root: str | Path | None = None,
-                     batch_size: int = 8, max_new_tokens: int | None = None, image_cap: int | None = None,
-                     progress: bool = True, desc: str = "evaluate") -> list[str]:
-    """Greedy answers to each example's prompt about its frame, in batches (left padding), model left as found."""
-    import torch
-    from tqdm import tqdm
-
-    from .collate import build_generation_inputs, decode_answers
-
-    if batch_size < 1:
-        raise UserError(f"batch size must be at least 1 (got {batch_size})")
-    root = Path(image_root) if image_root else None
-    limit = max_new_tokens or token_budget(processor, [ex.answer for ex in examples])
-    tok = getattr(processor, "tokenizer", processor)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    was_training = model.training
-    model.eval()
-    answers: list[str] = []
-    try:
-        with torch.no_grad(), tqdm(total=len(examples), desc=desc, unit="ex", file=sys.stderr,
-                                   disable=not progress, leave=False) as bar:
-            for start in range(0, len(examples), batch_size):
-                batch = examples[start : start + batch_size]
-                inputs = build_generation_inputs(processor, [_frame(ex, root, image_cap) for ex in batch],
-                                                 [ex.prompt for ex in batch])
-                inputs = _to_device(inputs, model)
-                output = model.generate(**inputs, max_new_tokens=limit, do_sample=False, num_beams=1,
-                                        pad_token_id=pad, use_cache=True)
-                answers += decode_answers(processor, output, inputs["input_ids"].shape[1])
-                bar.update(len(batch))
-    finally:
-        model.train(was_training)
-    return answers
-
-
 # -- what to evaluate ----------------------------------------------------------------------------------------------
 def _step_of(folder: Path) -> int | None:
     match = re.fullmatch(r"checkpoint-(\d+)", folder.name)
@@ -262,7 +195,8 @@ def run_target(run_dir: str | Path, checkpoint: str | int = "best") -> Target:
     full = cfg.training.method == "full"
     labels = info.get("label_map")
     return Target(
-        model=str(folder) if full else cfg.model.name, adapter=None if full else str(folder), base=cfg.model.name,
+        model=str(folder) if full else cfg.model.name, processor=cfg.model.name, adapter=None if full else str(folder),
+        base=cfg.model.name,
         name=f"{run.name}/{folder.name}", convention=info.get("convention") or get_spec(cfg.model.name).convention,
         tasks=info.get("tasks") or cfg.data.tasks, seed=info.get("seed"),
         labels=sorted(labels) if isinstance(labels, dict | list) and labels else None,
@@ -301,13 +235,13 @@ def _load(target: Target) -> tuple[Any, Any]:
     from .models import load_model, load_processor
     from .train import apply_image_cap  # a processor helper; nothing of the trainer is started
 
-    processor = load_processor(target.base or target.model if target.adapter else target.model)
+    processor = load_processor(target.processor or target.model)
     apply_image_cap(processor, target.image_cap)
     return processor, load_model(target.model, adapter=target.adapter, quantization=target.quantization)
 
 
-def _free(model: Any) -> None:
-    del model
+def _release() -> None:
+    """Give the memory of a dropped model back (the caller deletes its reference first)."""
     gc.collect()
     try:
         import torch
@@ -323,19 +257,22 @@ def model_answers(target: Target, examples: list[Example], root: Path, *, batch_
     """({"model": answers, "base": answers when compared (adapter off, or reloaded)}, max_new_tokens used)."""
     processor, model = _load(target)
     budget = max_new_tokens or token_budget(processor, [ex.answer for ex in examples])
-    kwargs = {"image_root": root, "batch_size": batch_size, "max_new_tokens": budget, "image_cap": target.image_cap}
+    kwargs: dict[str, Any] = {"image_root": root, "batch_size": batch_size, "max_new_tokens": budget,
+                              "image_cap": target.image_cap}
     out = {"model": generate_answers(model, processor, examples, desc=target.name or "model", **kwargs)}
     if with_base and target.base:
         if target.adapter:
             with model.disable_adapter():
                 out["base"] = generate_answers(model, processor, examples, desc=f"base {target.base}", **kwargs)
         else:
-            _free(model)
+            del model
+            _release()
             from .models import load_model
 
             model = load_model(target.base, quantization=target.quantization)
             out["base"] = generate_answers(model, processor, examples, desc=f"base {target.base}", **kwargs)
-    _free(model)
+    del model
+    _release()
     return out, budget
 
 
@@ -374,8 +311,8 @@ def evaluate_target(target: Target, dataset: str | Path | None = None, *, split:
     replace = default if overwrite is None else overwrite
     if not replace and out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise UserError("output folder already exists and is not empty (choose another --out)", out_dir)
-    answers, budget = model_answers(target, examples, root, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                            with_base=with_base)
+    answers, budget = model_answers(target, examples, root, batch_size=batch_size,
+                                    max_new_tokens=max_new_tokens, with_base=with_base)
     results = {name: score_answers(examples, texts, target.convention or "json") for name, texts in answers.items()}
     if with_baseline:
         baseline = mean_box_baseline(train)

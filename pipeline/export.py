@@ -297,6 +297,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, mode: str = "adapter", 
 
     if mode not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if repo_id:
+        from .hub import check_repo_id
+
+        repo_id = check_repo_id(repo_id)
     info = read_run(run_dir)
     if info.method == "full" and mode == "adapter":
         raise UserError("a full fine-tune has no adapter to export; use --mode merged", info.run)

@@ -1,8 +1,9 @@
 """Truth-vs-prediction overlays drawn with PIL: one image per example, worst-first / best-first grids, and a grid
 comparing the same examples across evaluations (checkpoints or runs).
 
-Green is the truth, red the prediction (boxes and polygons on the frame); the caption under each frame says task,
-label, score and both answers. A parse failure gets a red frame border and the parser's message.
+Green is the truth, magenta the prediction (boxes and polygons on the frame, each with a dark halo so it shows on
+any background); the caption under each frame says task, label, score and both answers. An answer that did not
+parse gets a magenta border around the whole frame.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-TRUTH = (0, 200, 83)
-PRED = (255, 45, 45)
+TRUTH = (40, 230, 60)
+PRED = (255, 0, 220)
+HALO = (0, 0, 0)
 CAPTION_BG = (24, 24, 24)
 CAPTION_FG = (235, 235, 235)
-DRAWN_TASKS = ("grounding", "negative", "polygon", "referring")
+DRAWN_TASKS = ("grounding", "polygon", "negative")  # negatives only when they answered boxes (false positives)
 CAPTION_LINES = 3
 LINE_HEIGHT = 14
 
@@ -59,11 +61,14 @@ def _geometry(row: dict[str, Any]) -> tuple[list[tuple[str, list[float]]], list[
 
 def caption(row: dict[str, Any]) -> list[str]:
     """The caption lines of one example: what was asked, how it scored, what came back."""
-    score = f"IoU {row['iou']:.2f}" if row.get("iou") is not None else f"score {row.get('score', 0.0):.2f}"
+    if not row.get("parse_ok", True):
+        score = "parse failure"
+    elif row.get("iou") is not None:
+        score = f"IoU {row['iou']:.2f}"
+    else:
+        score = f"score {row.get('score', 0.0):.2f}"
     head = f"{row['task']} · {row.get('label') or '-'} · {score}"
-    answer = row.get("answer") or ""
-    said = f"pred: {answer}" if row.get("parse_ok", True) else f"parse failure: {row.get('error') or answer}"
-    return [head, said, f"truth: {row.get('truth_answer', '')}"]
+    return [head, f"answer: {row.get('answer') or '(empty)'}", f"truth: {row.get('truth_answer', '')}"]
 
 
 def render_overlay(frame: Any, row: dict[str, Any], side: int = 256) -> Any:
@@ -73,13 +78,15 @@ def render_overlay(frame: Any, row: dict[str, Any], side: int = 256) -> Any:
     frame = frame.convert("RGB")
     scale = side / max(frame.size)
     size = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
-    image = frame.resize(size, Image.NEAREST if scale > 1 else Image.BILINEAR)
+    image = frame.resize(size, Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(image)
     width = max(2, round(side / 160))
     truth, pred = _geometry(row)
     for shapes, colour in ((truth, TRUTH), (pred, PRED)):
         for kind, points in shapes:
-            (_box if kind == "box" else _polygon)(draw, points, scale, colour, width)
+            draw_shape = _box if kind == "box" else _polygon
+            draw_shape(draw, points, scale, HALO, width + 2)
+            draw_shape(draw, points, scale, colour, width)
     if not row.get("parse_ok", True):
         draw.rectangle([0, 0, size[0] - 1, size[1] - 1], outline=PRED, width=width * 2)
     return _with_caption(image, caption(row))
@@ -138,8 +145,8 @@ def _frame(row: dict[str, Any], image_root: Path, cache: dict[str, Any]) -> Any:
 
 
 def rank_rows(rows: list[dict[str, Any]], worst_first: bool = True) -> list[dict[str, Any]]:
-    """Drawable rows by score (parse failures count as the worst), ties broken by id."""
-    drawn = [r for r in rows if r["task"] in DRAWN_TASKS]
+    """Rows with geometry to draw, by score (parse failures the worst among equals), ties broken by id."""
+    drawn = [r for r in rows if r["task"] in DRAWN_TASKS and (r["task"] != "negative" or r.get("score", 0.0) < 1)]
     if worst_first:
         return sorted(drawn, key=lambda r: (r.get("score", 0.0), r.get("parse_ok", True), r["id"]))
     return sorted(drawn, key=lambda r: (-r.get("score", 0.0), not r.get("parse_ok", True), r["id"]))

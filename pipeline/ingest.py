@@ -60,26 +60,27 @@ def select_frames(indices: Sequence[int], every: int = 1, max_frames: int | None
     return chosen[:max_frames] if max_frames is not None else chosen
 
 
-def convert(inputs: Sequence[str | Path], out: str | Path, *, video: str | Path | Sequence[str | Path] | None = None,
-            images: str | Path | None = None, labels: str | Path | dict[int, str] | None = None,
+def convert(inputs: str | Path | Sequence[str | Path], out: str | Path, *,
+            video: str | Path | Sequence[str | Path] | None = None, images: str | Path | None = None,
+            labels: str | Path | dict[int, str] | None = None,
             convention: str = "json", tasks: Sequence[str] = ("grounding",), every: int = 1,
             max_frames: int | None = None, allow_overlay_frames: bool = False, include_auto: bool = False,
             seed: int = 0, progress: bool = False, overwrite: bool = False, family: str | None = None,
             ) -> ConvertSummary:
     """Convert one or more exports into one dataset folder `out` (nothing is left behind on error)."""
-    inputs = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
-    _check_arguments(inputs, every, max_frames, convention, tasks)
+    paths = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
+    _check_arguments(paths, every, max_frames, convention, tasks)
     options = ReadOptions(videos=tuple(Path(v) for v in _as_list(video)), images=Path(images) if images else None,
                           labels=labels if isinstance(labels, dict) else load_labels(labels) if labels else None,
                           allow_overlay_frames=allow_overlay_frames, include_auto=include_auto,
-                          single_input=len(inputs) == 1)
+                          single_input=len(paths) == 1)
     for path in [*options.videos, *([options.images] if options.images else [])]:
         if not path.exists():
             raise UserError("no such file or folder", path)
-    _check_out(Path(out), [*inputs, *options.videos, *([options.images] if options.images else [])], overwrite)
+    _check_out(Path(out), [*paths, *options.videos, *([options.images] if options.images else [])], overwrite)
     log = IssueLog()
     with ExitStack() as stack:
-        sources = [stack.enter_context(open_source(path, options, log)) for path in inputs]
+        sources = [stack.enter_context(open_source(path, options, log)) for path in paths]
         used = {src.video for src in sources}
         log.warnings += [f"--video {v} matched no input (name it like the video the export refers to)"
                          for v in options.videos if v not in used]

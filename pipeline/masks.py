@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 Box = list[float]  # [x1, y1, x2, y2], x2/y2 exclusive
+BoxLike = Sequence[float]  # a box as accepted by parameters: list or tuple, int or float coordinates
+Order = Literal["C", "F"]  # run order: row-major (SAM 2 demo) or column-major (COCO)
 
 
 def encode_rle(mask: np.ndarray) -> dict[str, Any]:
@@ -47,7 +50,7 @@ def mask_bbox(mask: np.ndarray) -> list[int]:
     return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
 
 
-def runs_to_mask(runs: list[int], height: int, width: int, order: str = "C") -> np.ndarray:
+def runs_to_mask(runs: list[int], height: int, width: int, order: Order = "C") -> np.ndarray:
     """Uncompressed alternating runs (background first) -> mask; raises ValueError on a bad total."""
     if any(r < 0 for r in runs):
         raise ValueError("negative run length")
@@ -59,7 +62,7 @@ def runs_to_mask(runs: list[int], height: int, width: int, order: str = "C") -> 
     return flat.reshape((height, width), order=order)
 
 
-def mask_to_runs(mask: np.ndarray, order: str = "C") -> list[int]:
+def mask_to_runs(mask: np.ndarray, order: Order = "C") -> list[int]:
     """Binary mask -> alternating runs (background first), the inverse of `runs_to_mask`."""
     flat = mask.flatten(order=order).astype(np.uint8)
     change = np.flatnonzero(np.diff(flat)) + 1
@@ -73,7 +76,7 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     from PIL import Image
 
     image = Image.fromarray((mask > 0).astype(np.uint8) * 255)
-    return (np.asarray(image.resize((width, height), Image.NEAREST)) > 127).astype(np.uint8)
+    return (np.asarray(image.resize((width, height), Image.Resampling.NEAREST)) > 127).astype(np.uint8)
 
 
 def mask_to_polygon(mask: np.ndarray, max_points: int = 16) -> list[float]:
@@ -130,7 +133,7 @@ def polygon_to_mask(polygon: list[float], height: int, width: int) -> np.ndarray
     return mask_utils.decode(mask_utils.merge(rles))
 
 
-def box_iou(a: Box, b: Box) -> float:
+def box_iou(a: BoxLike, b: BoxLike) -> float:
     """IoU of two [x1, y1, x2, y2] boxes."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))

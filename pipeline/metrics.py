@@ -5,17 +5,18 @@ from __future__ import annotations
 import contextlib
 import io
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .masks import Box, box_iou
+from .masks import Box, BoxLike, box_iou
 
 LabeledBox = tuple[str | None, Box]
 
 
-def match_boxes(pred: list[Box], truth: list[Box]) -> list[tuple[int, int, float]]:
+def match_boxes(pred: Sequence[BoxLike], truth: Sequence[BoxLike]) -> list[tuple[int, int, float]]:
     """One-to-one matching maximising total IoU (Hungarian); returns (pred_index, truth_index, iou) with iou > 0."""
     if not pred or not truth:
         return []
@@ -26,7 +27,7 @@ def match_boxes(pred: list[Box], truth: list[Box]) -> list[tuple[int, int, float
     return [(int(r), int(c), float(ious[r, c])) for r, c in zip(rows, cols, strict=True) if ious[r, c] > 0]
 
 
-def matched_iou(pred: list[Box], truth: list[Box]) -> float:
+def matched_iou(pred: Sequence[BoxLike], truth: Sequence[BoxLike]) -> float:
     """Sum of matched IoUs over max(#pred, #truth): misses and extra boxes both count as 0; 1.0 when both empty."""
     if not pred and not truth:
         return 1.0
@@ -54,7 +55,9 @@ def coco_ap(samples: list[DetectionSample]) -> dict[str, float | None]:
     if not labels:
         return {"ap50": None, "map": None}
     cat_ids = {lab: i + 1 for i, lab in enumerate(labels)}
-    images, gts, dets = [], [], []
+    images: list[dict[str, Any]] = []
+    gts: list[dict[str, Any]] = []
+    dets: list[dict[str, Any]] = []
     for img_id, sample in enumerate(samples, start=1):
         images.append({"id": img_id, "width": sample.width, "height": sample.height})
         for lab, box in sample.truth:
@@ -81,7 +84,7 @@ def coco_ap(samples: list[DetectionSample]) -> dict[str, float | None]:
     return {"map": _nonneg(stats[0]), "ap50": _nonneg(stats[1])}
 
 
-def _coco_ann(ann_id: int, image_id: int, cat_id: int, box: Box) -> dict[str, Any]:
+def _coco_ann(ann_id: int, image_id: int, cat_id: int, box: BoxLike) -> dict[str, Any]:
     x1, y1, x2, y2 = (float(v) for v in box)
     w, h = max(0.0, x2 - x1), max(0.0, y2 - y1)
     return {"id": ann_id, "image_id": image_id, "category_id": cat_id, "bbox": [x1, y1, w, h], "area": w * h,

@@ -73,7 +73,7 @@ def _model_type(path: str, spec: ModelSpec | None) -> str | None:
     return spec.family if spec else None
 
 
-def _processor_class(model_type: str | None) -> type | None:
+def _processor_class(model_type: str | None) -> type[Any] | None:
     """The architecture's processor class, made image-only when torchvision (needed for video) is missing."""
     import transformers
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
@@ -144,7 +144,7 @@ def load_model(model: str, *, quantization: str | None = None, dtype: str = "aut
     except OSError as exc:
         raise UserError(f"cannot load the model (offline or not downloaded?): {exc}", path) from exc
     if quant is None:
-        net = net.to(device)
+        net = net.to(device)  # type: ignore[arg-type]  # transformers' @wraps(Module.to) confuses the self binding
     if adapter:
         net = _attach_adapter(net, adapter)
     return net

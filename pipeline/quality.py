@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,7 @@ def _count(values: Any) -> dict[str, int]:
     return counts
 
 
-def _quantile(values: list[float], q: float) -> float:
+def _quantile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
 
@@ -160,7 +161,7 @@ def _density(per_frame: list[int], ctx: Context) -> dict[str, Any]:
 
 
 def _temporal(ctx: Context) -> dict[str, Any]:
-    objects = []
+    objects: list[dict[str, Any]] = []
     for (video_id, object_id), items in ctx.tracks.items():
         ious = [p.iou for p in ctx.pairs[video_id, object_id]]
         area = [ctx.objects[ri, oi].area for _, ri, oi in items]

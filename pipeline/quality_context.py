@@ -107,7 +107,9 @@ def load_dataset(dataset_dir: str | Path) -> Context:
         raise UserError(f"cannot be read as JSON ({exc.__class__.__name__})", meta_path) from None
     if not isinstance(meta, dict):
         raise UserError("is not a JSON object", meta_path)
-    records, bad, seen = [], [], {}
+    records: list[FrameRecord] = []
+    bad: list[tuple[int, str]] = []
+    seen: dict[str, int] = {}
     with open(records_path, encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():

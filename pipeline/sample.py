@@ -397,7 +397,8 @@ def _label_patch(label: str, font_size: int) -> np.ndarray:
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=font_size)
-    left, top, right, bottom = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), label, font=font)
+    bbox = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), label, font=font)
+    left, top, right, bottom = (int(v) for v in bbox)  # already ints at runtime; the stubs say float
     patch = Image.new("RGB", (right - left + 4, bottom - top + 8), (0, 0, 0))
     ImageDraw.Draw(patch).text((2 - left, 2 - top + 1), label, font=font, fill=(255, 255, 255))
     return np.asarray(patch)
@@ -492,7 +493,9 @@ def _write_coco(tmp: Path, scene: _Scene, tick: Callable[..., Any]) -> dict[str,
 
     folder = tmp / "coco_frames"
     folder.mkdir()
-    images, annotations, truth_frames = [], [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    truth_frames: list[dict[str, Any]] = []
     for frame in _frames(scene, tick, range(0, scene.frames, COCO_STEP)):
         image_id, file_name = len(images) + 1, f"coco_frames/frame_{frame.index:06d}.jpg"
         Image.fromarray(frame.rgb).save(tmp / file_name, quality=92)

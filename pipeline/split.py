@@ -85,12 +85,14 @@ def load_split_config(config: dict[str, Any] | str | Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         import yaml
 
+        source = config
         try:
-            config = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
+            loaded = yaml.safe_load(Path(source).read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise UserError(f"split config cannot be read ({exc.__class__.__name__})", config) from None
-        if not isinstance(config, dict):
-            raise UserError("split config must be a mapping (a split.yaml written by the split command)", config)
+            raise UserError(f"split config cannot be read ({exc.__class__.__name__})", source) from None
+        if not isinstance(loaded, dict):
+            raise UserError("split config must be a mapping (a split.yaml written by the split command)", source)
+        config = loaded
     return {k: config[k] for k in ("strategy", "ratios", "seed", "guard", "dup_distance", "digest") if k in config}
 
 
@@ -213,7 +215,7 @@ def _stratified(units: list[list[int]], records: list[FrameRecord], ratios: tupl
     chosen: dict[int, str] = {}
     remaining = set(range(len(units)))
     while remaining:
-        left = Counter()
+        left: Counter[str] = Counter()
         for u in remaining:
             left.update(counts[u])
         label = min(left, key=lambda k: (left[k], k)) if left else None

@@ -160,7 +160,7 @@ def _build_smolvlm() -> Any:
     vision = {**VISION, "image_size": IMAGE_SIZE, "patch_size": 8}
     scale = 2
     seq_len = (IMAGE_SIZE // 8) ** 2 // scale**2
-    config = Idefics3Config(
+    config = Idefics3Config(  # type: ignore[call-arg]  # pad_token_id: taken from **kwargs, not in the stub signature
         vision_config=vision, scale_factor=scale, image_token_id=tok.convert_tokens_to_ids("<image>"),
         text_config={"model_type": "llama", **_text_config(tok, rope_parameters={"rope_type": "default",
                                                                                    "rope_theta": 100.0})},
@@ -195,7 +195,7 @@ def _build_llava() -> Any:
 
 
 @functools.cache
-def image_only_processor_class(base: type) -> type:
+def image_only_processor_class(base: type[Any]) -> type[Any]:
     """`base` (a Qwen-style processor) without its video processor: video processors need torchvision."""
 
     def __init__(self: Any, image_processor: Any = None, tokenizer: Any = None, chat_template: str | None = None,

@@ -217,7 +217,7 @@ def build_model(cfg: TrainConfig, spec: Any, hw: Hardware, device: str) -> Any:
         model = prepare_model_for_kbit_training(model, cfg.training.gradient_checkpointing, ckpt_kwargs)
         _restore_16bit(model, getattr(torch, weight_dtype))
     elif cfg.training.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt_kwargs)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=ckpt_kwargs)
     if method == "full":
         for param in model.parameters():
             param.requires_grad_(True)
@@ -530,11 +530,12 @@ def _train(cfg: TrainConfig, plan: Plan, args: Any, processor: Any, model: Any, 
         trainer.throughput = cbs["progress"].throughput
         trainer.remove_callback(PrinterCallback)  # progress.jsonl and train.log already carry every log
         cbs["progress"].begin_event = _begin_event(cfg, plan, model, hw, world, resume)
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.process_time()
         output = trainer.train(resume_from_checkpoint=str(plan.checkpoint) if plan.checkpoint else None)
+        cpu_seconds = time.process_time() - cpu_started
         result.status = "cancelled" if cbs["cancel"].cancelled_at is not None else "succeeded"
         result.step, result.total_steps = trainer.state.global_step, trainer.state.max_steps
-        result.metrics = _metrics(trainer, output)
+        result.metrics = {**_metrics(trainer, output), "train_cpu_seconds": round(cpu_seconds, 3)}
         result.final_loss = result.metrics.get("final_loss")
         result.weights_sha = weights_sha(trainer.model)
         if result.status == "succeeded":

@@ -78,14 +78,16 @@ def test_parse_to_metric_known_values():
     half[:50, :50] = 1
     g_truth = {"label": "circle", "boxes": [[0, 0, 50, 50], [50, 50, 100, 100]]}
     cases = [  # json convention, scale 100 on 100 px images: one unit is one pixel
-        (ex("g1", "grounding", g_truth), '[{"label":"circle","box":[0,0,50,50]},{"label":"circle","box":[50,50,100,80]}]'),
+        (ex("g1", "grounding", g_truth),
+         '[{"label":"circle","box":[0,0,50,50]},{"label":"circle","box":[50,50,100,80]}]'),
         (ex("g2", "grounding", {"label": "circle", "boxes": [[10, 10, 30, 30]]}), '[{"label":"circle","box":[0,0'),
         (ex("n1", "negative", {"label": "square", "boxes": []}), "[]"),
         (ex("n2", "negative", {"label": "square", "boxes": []}), '[{"label":"square","box":[1,1,9,9]}]'),
         (ex("p1", "polygon", {"label": "circle", "rle": encode_rle(half), "polygon": [0, 0, 50, 0, 50, 50, 0, 50]}),
          '[{"label":"circle","polygon":[0,0,50,0,50,25,0,25]}]'),
         (ex("r1", "referring", {"label": "circle"}), "circle"),
-        (ex("r2", "referring", {"label": "circle"}), "square."),
+        (ex("r2", "referring", {"label": "circle"}), "Square."),
+        (ex("r3", "referring", {"label": "square"}), "catcatcat"),
         (ex("c1", "counting", {"label": "circle", "count": 2}), "2"),
         (ex("c2", "counting", {"label": "square", "count": 1}), "three"),
         (ex("c3", "counting", {"label": "circle", "count": 4}), "lots"),
@@ -98,17 +100,18 @@ def test_parse_to_metric_known_values():
     assert not by_id["c3"]["parse_ok"] and by_id["c2"]["count"] == 3
     m = summarize(rows)
     assert REQUIRED <= set(m)
-    assert m["n"] == 11 and m["parse_failure_rate"] == pytest.approx(2 / 11)
+    assert m["n"] == 12 and m["parse_failure_rate"] == pytest.approx(2 / 12)
     assert m["miou"] == pytest.approx(0.4)
     # 3 circle boxes, 2 found (IoU 1.0 and 0.6): AP50 = 67/101 (101-point recall grid); above IoU 0.6 one is left
     assert m["ap50"] == pytest.approx(67 / 101, abs=1e-6)
     assert m["map"] == pytest.approx((3 * 67 + 7 * 34) / 1010, abs=1e-6)
     assert m["mask_iou"] == pytest.approx(0.5, abs=0.02) and m["dice"] == pytest.approx(2 / 3, abs=0.02)
     assert m["pixel_accuracy"] == pytest.approx(0.875, abs=0.01)
-    assert m["label_accuracy"] == 0.5 and m["negative_accuracy"] == 0.5
+    assert m["label_accuracy"] == pytest.approx(1 / 3) and m["negative_accuracy"] == 0.5
     assert m["count_accuracy"] == pytest.approx(1 / 3) and m["count_mae"] == pytest.approx(2.0)
     assert m["listing_f1"] == pytest.approx(2 / 3)
-    assert m["confusion"] == {"labels": ["circle", "square"], "matrix": [[1, 1], [0, 0]]}
+    # answers are matched case-blind; labels nobody asked about are pooled as <other>
+    assert m["confusion"] == {"labels": ["<other>", "circle", "square"], "matrix": [[0, 0, 0], [0, 1, 1], [1, 0, 0]]}
     assert m["per_label"]["circle"]["miou"] == pytest.approx(0.4) and m["per_label"]["square"]["miou"] is None
     assert m["per_label"]["square"]["negative_accuracy"] == 0.5
     assert m["per_label"]["square"]["count_mae"] == pytest.approx(2.0)
@@ -178,7 +181,7 @@ def test_mean_box_baseline_on_a_hand_made_split():
     assert mean_box_baseline([]).overall == [0.0, 0.0, 1.0, 1.0]
 
 
-# -- data --------------------------------------------------------------------------------------------------------------
+# -- data ------------------------------------------------------------------------------------------------------------
 def test_load_split_with_and_without_splits(tmp_path: Path):
     ds = make_dataset(tmp_path / "ds")
     test, train, meta, note = load_split(ds, "test")
@@ -200,7 +203,7 @@ def test_load_split_with_and_without_splits(tmp_path: Path):
     assert [examples.index(e) for e in picked] == sorted(examples.index(e) for e in picked)
 
 
-# -- a tiny run, trained for real ----------------------------------------------------------------------------------------
+# -- a tiny run, trained for real ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(dataset, run): LoRA on tiny-smolvlm, 3 steps, checkpoints and evaluations (best.json) at steps 2 and 3."""
@@ -322,7 +325,7 @@ def test_evaluate_model_without_adapter(trained: tuple[Path, Path], tmp_path: Pa
         evaluate_model("tiny-smolvlm", adapter=tmp_path, dataset=ds)
 
 
-# -- during training ---------------------------------------------------------------------------------------------------
+# -- during training -------------------------------------------------------------------------------------------------
 def test_geometry_callback_in_a_real_trainer(trained: tuple[Path, Path], tmp_path: Path):
     from transformers import Trainer, TrainingArguments
 

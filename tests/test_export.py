@@ -286,25 +286,27 @@ def test_card_model_index_from_metrics_and_real_base(lora_run: Path, tmp_path: P
     assert real.base_model == "HuggingFaceTB/SmolVLM-256M-Instruct" and real.library_name == "transformers"
 
 
-def _run_usage(export_dir: Path, dataset: Path, studio_home: Path) -> str:
+def _usage_code(export_dir: Path, image: Path) -> str:
     text = (export_dir / "README.md").read_text()
     code = text.split("```python\n", 1)[1].split("```", 1)[0]
-    image = dataset / "images" / "vid" / "000003.jpg"
     assert 'IMAGE = "frame.jpg"' in code
-    code = code.replace('IMAGE = "frame.jpg"', f"IMAGE = {json.dumps(str(image))}")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "STUDIO_HOME": str(studio_home), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=export_dir.parent, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
+    return code.replace('IMAGE = "frame.jpg"', f"IMAGE = {json.dumps(str(image))}")
 
 
 @pytest.mark.slow
 def test_card_usage_code_runs_against_the_exports(adapter_export, merged_export, lora_run: Path,
                                                   studio_home: Path) -> None:
-    dataset = export_runs.dataset(lora_run.parent)
-    for result in (adapter_export, merged_export):
-        out = _run_usage(result.out_dir, dataset, studio_home)
+    image = export_runs.dataset(lora_run.parent) / "images" / "vid" / "000003.jpg"
+    assert adapter_export.out_dir.parent == merged_export.out_dir.parent  # MODEL is the folder name: run beside it
+    snippets = [_usage_code(result.out_dir, image) for result in (adapter_export, merged_export)]
+    driver = "".join(f"exec({json.dumps(code)}, {{'__name__': '__main__'}})\nprint('-----')\n" for code in snippets)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "STUDIO_HOME": str(studio_home), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", driver], cwd=adapter_export.out_dir.parent, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    outputs = proc.stdout.split("-----\n")
+    assert len(outputs) == 3 and outputs[2] == ""
+    for out in outputs[:2]:
         lines = out.splitlines()
         assert lines[0].startswith("answer: ") and len(lines[0]) > len("answer: ")
         assert lines[1].startswith("boxes: ")

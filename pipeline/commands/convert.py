@@ -44,18 +44,15 @@ def resolve_convention(family: str) -> str:
         return name
     if name.lower() == "tiny":
         return "json"
-    try:
-        from .. import registry
-    except ImportError:  # pragma: no cover - the registry ships with the package
-        registry = None
-    if registry is not None:
-        specs = registry.list_specs()
-        for spec in specs:
-            if name in (spec.key, spec.hub_id):
-                return spec.convention
-        for spec in specs:
-            if name.lower() == spec.family.lower():
-                return spec.convention
+    from .. import registry  # light (stdlib only); ships with the package
+
+    specs = registry.list_specs()
+    for spec in specs:
+        if name in (spec.key, spec.hub_id):
+            return spec.convention
+    for spec in specs:
+        if name.lower() == spec.family.lower():
+            return spec.convention
     raise UserError(f"unknown --family {family!r}: use a convention ({', '.join(CONVENTIONS)}) or a model key")
 
 

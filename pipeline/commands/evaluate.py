@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ..errors import UserError
@@ -66,16 +67,27 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give a RUN folder or --model M (not both)")
     if args.adapter and not args.model:
         raise UserError("--adapter goes with --model (a RUN already knows its adapter)")
-    from ..evaluate import evaluate_model, evaluate_run
-
     common = {"split": args.split, "limit": args.limit, "batch_size": args.batch_size, "out": args.out,
               "with_base": not args.no_base, "with_baseline": not args.no_baseline,
               "max_new_tokens": args.max_new_tokens, "overwrite": True if args.overwrite else None}
-    if args.run:
-        result = evaluate_run(args.run, dataset=args.data, checkpoint=args.checkpoint, **common)
-    else:
-        if not args.data:
-            raise UserError("--model needs --data DATASET")
-        result = evaluate_model(args.model, adapter=args.adapter, dataset=args.data, **common)
+    if args.model and not args.data:
+        raise UserError("--model needs --data DATASET")
+    try:
+        result = _evaluate(args, common)
+    except (UserError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a model that fails to load or generate: one line, no traceback
+        hint = " (out of memory: lower --batch-size)" if "out of memory" in str(exc) else ""
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"error: evaluation failed: {type(exc).__name__}: {first}{hint}", file=sys.stderr)
+        return 1
     _print_summary(result)
     return 0
+
+
+def _evaluate(args: argparse.Namespace, common: dict[str, Any]) -> Any:
+    from ..evaluate import evaluate_model, evaluate_run
+
+    if args.run:
+        return evaluate_run(args.run, dataset=args.data, checkpoint=args.checkpoint, **common)
+    return evaluate_model(args.model, adapter=args.adapter, dataset=args.data, **common)

@@ -156,8 +156,10 @@ class CocoSource(Source):
 
 def _object_id(ann: dict[str, Any]) -> int:
     """A track id when the tool wrote one (CVAT: attributes.track_id), else the annotation id."""
-    attributes = ann.get("attributes") if isinstance(ann.get("attributes"), dict) else {}
+    raw = ann.get("attributes")
+    attributes = raw if isinstance(raw, dict) else {}
     for value in (ann.get("track_id"), attributes.get("track_id"), ann.get("id")):
-        if as_int(value) is not None:
-            return as_int(value)
+        number = as_int(value)
+        if number is not None:
+            return number
     return 0

@@ -321,9 +321,10 @@ def object_from_coco(source: Source, coco: dict[str, Any], frame: tuple[int, int
     where = {"video_id": video_id, "frame_index": frame_index, "object_id": object_id}
     size = (int(coco["size"][0]), int(coco["size"][1]))
     if size != tuple(frame):
-        coco = fit_rle(source, coco, size, frame, object_id, where)
-        if coco is None:
+        fitted = fit_rle(source, coco, size, frame, object_id, where)
+        if fitted is None:
             return None
+        coco = fitted
     obj = _object(coco, object_id, label)
     if obj is None and empty:
         source.issue("empty_mask", empty, f"object {object_id}: mask has no pixel; object skipped", **where)

@@ -92,11 +92,11 @@ def classify_json(data: Any, path: Path) -> DetectResult:
     for name, keys in JSON_KEYS:
         if all(k in data for k in keys):
             return DetectResult(name, path, _details(name, data), data)
-    keys = sorted(data)
+    present = sorted(data)
     partial = [f"{FORMATS[name].split(' (')[0]} needs {list(k for k in need if k not in data)}"
                for name, need in JSON_KEYS if any(k in data for k in need)]
     hint = f" (looks like {'; '.join(partial)})" if partial else ""
-    raise UserError(f"JSON has keys {keys[:15]}{hint}; {EXPECTED}", path)
+    raise UserError(f"JSON has keys {present[:15]}{hint}; {EXPECTED}", path)
 
 
 def _kind(value: Any) -> str:

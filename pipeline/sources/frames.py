@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..records import ObjectAnn
 from .common import IMAGE_SUFFIXES, Source, SourceFrame
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ..video import VideoInfo
 
 Build = Callable[[int, tuple[int, int]], list[ObjectAnn]]
 FRAME_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP"}  # image files a frame folder may hold (decoded by Pillow)
@@ -20,11 +25,11 @@ class VideoFrames:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._info = None
+        self._info: VideoInfo | None = None
         self.reasons: dict[int, str] = {}
 
     @property
-    def info(self):
+    def info(self) -> VideoInfo:
         """pipeline.video.VideoInfo (fps, frame_count, width, height); raises UserError when it does not decode."""
         if self._info is None:
             from ..video import probe_video
@@ -32,7 +37,7 @@ class VideoFrames:
             self._info = probe_video(self.path)
         return self._info
 
-    def iter(self, indices: list[int]) -> Iterator[tuple[int, object, Path | None]]:
+    def iter(self, indices: list[int]) -> Iterator[tuple[int, Image.Image, Path | None]]:
         """Yield (index, RGB image, None) for the wanted indices that the video has."""
         from ..video import iter_video_frames
 
@@ -70,7 +75,7 @@ def numbered_images(folder: Path) -> dict[int, Path]:
 class ImageFrames:
     """Frames stored as image files keyed by frame index (JPEG frame folders, overlay PNGs, COCO images)."""
 
-    def __init__(self, files: dict[int, Path | None], where: str) -> None:
+    def __init__(self, files: Mapping[int, Path | None], where: str) -> None:
         self.files = files
         self.where = where
         self.reasons: dict[int, str] = {}
@@ -83,7 +88,7 @@ class ImageFrames:
             raise UserError("folder has no numbered image files (00000.jpg, ...)", folder)
         return cls(files, str(folder))
 
-    def iter(self, indices: list[int]) -> Iterator[tuple[int, object, Path | None]]:
+    def iter(self, indices: list[int]) -> Iterator[tuple[int, Image.Image, Path | None]]:
         """Yield (index, lazily opened image, path) for the wanted indices that have a readable file."""
         for index in sorted(indices):
             path = self.files.get(index)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..masks import resize_mask, runs_to_mask
 from ..records import ObjectAnn
 from .common import IssueLog, ReadOptions, Source, SourceFrame, as_int, load_json, object_from_mask, safe_id
 from .frames import ImageFrames, VideoFrames, open_frames, read_frames
+
+if TYPE_CHECKING:
+    import numpy as np
 
 GRID = 256  # SAM 2's low-resolution mask grid: the exporter's run strings cover 256x256, not the video
 
@@ -48,8 +51,9 @@ class DemoExportSource(Source):
             raise UserError(f"annotations.json has {keys}; expected a SAM 2 demo export with an 'annotations' list",
                             path)
         meta = self._metadata()
-        video = data.get("video") if isinstance(data.get("video"), dict) else {}
-        self.claimed_size = (as_int(video.get("height")), as_int(video.get("width")))
+        raw_video = data.get("video")
+        video = raw_video if isinstance(raw_video, dict) else {}
+        self.claimed_size: tuple[int | None, int | None] = (as_int(video.get("height")), as_int(video.get("width")))
         self.fps_claimed = _number(video.get("source_fps")) or _number(meta.get("fps"))
         self.filename = str(video.get("filename") or meta.get("filename") or "")
         job = root.name if path.is_dir() or self.is_json else path.stem
@@ -172,7 +176,12 @@ class DemoExportSource(Source):
         self._compare_stored_box(raw.get("bbox"), obj, grid.shape, frame)
         return obj
 
-    def _grid(self, text: Any):
+    def _claimed_shape(self) -> tuple[int, int] | None:
+        """The (height, width) the export claims, when it claims both."""
+        height, width = self.claimed_size
+        return (height, width) if height is not None and width is not None else None
+
+    def _grid(self, text: Any) -> tuple[np.ndarray | None, str | None]:
         """Runs string -> mask on its grid (256x256, or the claimed frame size, or another square)."""
         if not isinstance(text, str):
             return None, "is missing or not a string"
@@ -180,11 +189,11 @@ class DemoExportSource(Source):
             runs = [int(v) for v in text.split()]
         except ValueError:
             return None, "is not a list of space-separated integers"
-        total = sum(runs)
+        total, claimed = sum(runs), self._claimed_shape()
         if total == GRID * GRID:
             shape = (GRID, GRID)
-        elif None not in self.claimed_size and total == self.claimed_size[0] * self.claimed_size[1]:
-            shape = self.claimed_size
+        elif claimed is not None and total == claimed[0] * claimed[1]:
+            shape = claimed
         elif total > 0 and math.isqrt(total) ** 2 == total:
             shape = (math.isqrt(total), math.isqrt(total))
         else:
@@ -194,7 +203,8 @@ class DemoExportSource(Source):
         except ValueError as exc:
             return None, str(exc)
 
-    def _compare_stored_box(self, stored: Any, obj: ObjectAnn, grid: tuple[int, int], frame: tuple[int, int]):
+    def _compare_stored_box(self, stored: Any, obj: ObjectAnn, grid: tuple[int, int], frame: tuple[int, int]
+                            ) -> None:
         from ..masks import box_iou
 
         self.stats["objects"] += 1

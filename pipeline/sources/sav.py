@@ -46,10 +46,12 @@ class SavJsonSource(Source):
     def _track(self, data: Any, path: Path, offset: int) -> tuple[list[Any], list[int]]:
         if not isinstance(data, dict) or not isinstance(data.get("masklet"), list):
             raise UserError("SA-V annotation needs a 'masklet' list (frames x objects of COCO RLE)", path)
-        ids = data.get("masklet_id")
-        if not isinstance(ids, list) or any(as_int(v) is None for v in ids):
+        raw = data.get("masklet_id")
+        ids = [as_int(v) for v in raw] if isinstance(raw, list) else []
+        known = [i for i in ids if i is not None]
+        if not isinstance(raw, list) or len(known) != len(ids):
             raise UserError("SA-V annotation needs 'masklet_id', a list of integers", path)
-        return data["masklet"], [as_int(v) + offset for v in ids]
+        return data["masklet"], [i + offset for i in known]
 
     def _frames(self) -> VideoFrames | ImageFrames:
         names = [f"{self.video_id}{ext}" for ext in (".mp4", ".mov", ".mkv", ".webm")] + [self.video_id]
@@ -149,7 +151,7 @@ class SavFolderSource(Source):
                            f"({exc.__class__.__name__}); object skipped", **where)
                 continue
             if mask.ndim == 3:
-                mask = mask.any(axis=2).astype(np.uint8)
+                mask = np.asarray(mask.any(axis=2), dtype=np.uint8)
             obj = self._fit(mask, oid, frame, where)
             if obj is not None:
                 objects.append(obj)

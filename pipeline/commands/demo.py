@@ -1,0 +1,42 @@
+"""`python -m pipeline demo [--out DIR] [--steps N]`: the whole offline pipeline end to end on generated data."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UserError
+
+HELP = "the whole offline pipeline end to end on generated data"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the `demo` verb."""
+    from ..demo import EVAL_LIMIT, PRESET, SAMPLE_OPTIONS
+
+    parser.add_argument("--out", metavar="DIR",
+                        help="new (or empty) folder for every artifact (default: STUDIO_HOME/demos/demo-<time>)")
+    parser.add_argument("--steps", type=int, metavar="N",
+                        help=f"training steps (default: the {PRESET} preset's max_steps)")
+    parser.add_argument("--frames", type=int, default=SAMPLE_OPTIONS["frames"], metavar="N",
+                        help=f"frames per generated video (default {SAMPLE_OPTIONS['frames']})")
+    parser.add_argument("--videos", type=int, default=SAMPLE_OPTIONS["videos"], metavar="K",
+                        help=f"generated SAM 2 demo sessions, one video each (default {SAMPLE_OPTIONS['videos']})")
+    parser.add_argument("--eval-limit", type=int, default=EVAL_LIMIT, metavar="N",
+                        help=f"held-out examples scored per model (default {EVAL_LIMIT}; 0: all)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo, print the summary table and where everything went."""
+    from ..demo import run_demo
+
+    if args.eval_limit < 0:
+        raise UserError(f"--eval-limit must be 0 (all) or more (got {args.eval_limit})")
+    summary = run_demo(args.out, steps=args.steps, sample={"frames": args.frames, "videos": args.videos},
+                       eval_limit=args.eval_limit or None)
+    print(summary.table())
+    print()
+    for name in ("summary", "report", "run", "evaluation", "export", "export_zip"):
+        print(f"{name + ':':<12} {summary.paths[name]}")
+    for note in summary.notes:
+        print(f"note: {note}")
+    return 0

@@ -1,0 +1,297 @@
+"""The offline demo: the whole pipeline end to end on generated data, ending in a table that shows learning.
+
+    python -m pipeline demo --out demo/          # sample -> convert -> validate -> split -> train -> evaluate -> export
+
+    from pipeline.demo import run_demo
+    summary = run_demo("demo/")                  # DemoSummary; also written to demo/summary.json and summary.md
+
+Every stage is the public function the CLI verb and the app call, with the app's defaults (built-in sample, tiny
+model, cpu_demo preset); nothing is special-cased. See docs/DEMO.md for the numbers measured on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+MODEL = "tiny-smolvlm"
+PRESET = "cpu_demo"
+TASKS = ("grounding",)
+# Enough frames to learn from: many short videos, so the held-out videos show new colours, sizes and paths.
+SAMPLE_OPTIONS: dict[str, Any] = {"frames": 150, "videos": 16, "width": 128, "height": 72, "export_every": 1,
+                                  "seed": 0}
+SPLIT_OPTIONS: dict[str, Any] = {"strategy": "temporal", "ratios": (0.8, 0.1, 0.1), "seed": 42}
+EVAL_LIMIT = 200  # held-out examples scored per model (a fixed, seeded subset)
+EVAL_BATCH = 32
+STAGES = ("sample", "convert", "validate", "split", "train", "evaluate", "export")
+
+
+@dataclass
+class DemoSummary:
+    """What the demo measured and wrote; `paths` are absolute, `stage_seconds` are wall-clock per stage."""
+
+    out: str
+    finetuned_miou: float | None = None
+    base_miou: float | None = None
+    baseline_miou: float | None = None
+    seconds: float = 0.0
+    steps: int = 0
+    model: str = MODEL
+    preset: str = PRESET
+    method: str = ""
+    train_examples: int = 0
+    test_examples: int = 0
+    final_loss: float | None = None
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float | None:
+        """Fine-tuned mIoU over the mean-box baseline's."""
+        if self.finetuned_miou is None or not self.baseline_miou:
+            return None
+        return self.finetuned_miou / self.baseline_miou
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ratio_to_baseline": self.ratio, **{k: v for k, v in self.paths.items()}}
+
+    def table(self) -> str:
+        """The result as a Markdown table (what docs/DEMO.md and the README show)."""
+        return summary_table(self)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def summary_table(summary: DemoSummary) -> str:
+    """Markdown: held-out scores of the fine-tuned model, its untrained base and the mean-box baseline."""
+    rows = [("fine-tuned", f"{summary.model}, {summary.preset}, {summary.steps} steps", "model"),
+            ("base", f"{summary.model} before training", "base"),
+            ("mean-box baseline", "training-split mean box per label", "baseline")]
+    lines = ["| model | what | held-out mIoU | AP50 | parse failures |", "|---|---|---|---|---|"]
+    for name, what, key in rows:
+        m = summary.metrics.get(key, {})
+        lines.append(f"| {name} | {what} | {_fmt(m.get('miou'))} | {_fmt(m.get('ap50'))} | "
+                     f"{_fmt(m.get('parse_failure_rate'), 2)} |")
+    ratio = f"{summary.ratio:.1f}x the baseline" if summary.ratio is not None else "no baseline"
+    stages = ", ".join(f"{k} {v:.0f}" for k, v in summary.stage_seconds.items())
+    lines += ["", f"Held-out split: {summary.test_examples} grounding examples from videos never seen in training "
+              f"({summary.train_examples} training examples). Fine-tuned: {ratio}. Whole demo: "
+              f"{summary.seconds:.0f} s wall ({stages})."]
+    return "\n".join(lines)
+
+
+# -- progress -------------------------------------------------------------------------------------------------------
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def progress_line(event: dict[str, Any]) -> str | None:
+    """One terminal line for a progress.jsonl event (log, eval, checkpoint, end), None for the others."""
+    kind, step, total = event.get("event"), event.get("step"), event.get("total_steps")
+    if kind == "log":
+        loss = event.get("loss")
+        return (f"  train step {step}/{total}  loss {_fmt(loss, 4) if isinstance(loss, float) else loss}  "
+                f"{_fmt(event.get('samples_per_s'), 1)} samples/s  eta {_eta(event.get('eta_s'))}")
+    if kind == "eval":
+        return f"  eval  step {step}  eval_loss {_fmt(event.get('eval_loss'), 4)}"
+    if kind == "end":
+        return f"  train {event.get('status')} at step {step}/{total}, final loss {_fmt(event.get('final_loss'), 4)}"
+    return None
+
+
+@contextmanager
+def follow_progress(run_dir: Path, echo: Callable[[str], None], every: float = 0.5) -> Iterator[None]:
+    """Print the run's progress.jsonl events as lines while the block trains (a background reader thread)."""
+    from .watch import PROGRESS_FILE, ProgressTail
+
+    tail, stop = ProgressTail(run_dir / PROGRESS_FILE), threading.Event()
+
+    def drain() -> None:
+        for event in tail.read():
+            line = progress_line(event)
+            if line:
+                echo(line)
+
+    def loop() -> None:
+        while not stop.wait(every):
+            drain()
+
+    thread = threading.Thread(target=loop, name="demo-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        drain()
+
+
+# -- the stages -----------------------------------------------------------------------------------------------------
+def default_out() -> Path:
+    """STUDIO_HOME/demos/demo-<timestamp>: a new folder per run."""
+    from .home import home_dir
+
+    return home_dir("demos") / datetime.now().strftime("demo-%Y%m%d-%H%M%S")
+
+
+def _new_folder(out: str | Path | None) -> Path:
+    folder = Path(out).expanduser().resolve() if out else default_out()
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UserError("output folder already exists and is not empty (choose another --out)", folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def run_demo(out: str | Path | None = None, *, steps: int | None = None, sample: dict[str, Any] | None = None,
+             eval_limit: int | None = EVAL_LIMIT, echo: Callable[[str], None] | None = None,
+             progress: bool = True) -> DemoSummary:
+    """Run every stage into `out` (a new folder, removed again on failure) and write summary.json / summary.md."""
+    echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+    folder = _new_folder(out)
+    summary = DemoSummary(out=str(folder))
+    started = time.monotonic()
+    try:
+        _run_stages(folder, summary, steps, {**SAMPLE_OPTIONS, **(sample or {})}, eval_limit, echo, progress)
+        summary.seconds = round(time.monotonic() - started, 1)
+        _write_summary(folder, summary)
+    except BaseException:
+        # The run folder records absolute paths into this folder, so it is built in place, not renamed at the end.
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return summary
+
+
+def _stage(summary: DemoSummary, name: str, echo: Callable[[str], None]) -> Callable[[str], None]:
+    """Announce a stage; the returned `done(text)` records its seconds and prints the outcome."""
+    began = time.monotonic()
+    echo(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name} ...")
+
+    def done(text: str) -> None:
+        summary.stage_seconds[name] = round(time.monotonic() - began, 1)
+        echo(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name}: {text} ({summary.stage_seconds[name]:.0f} s)")
+
+    return done
+
+
+def _run_stages(folder: Path, summary: DemoSummary, steps: int | None, sample: dict[str, Any],
+                eval_limit: int | None, echo: Callable[[str], None], progress: bool) -> None:
+    from .evaluate import evaluate_run
+    from .export import export_run
+    from .ingest import convert
+    from .quality import validate
+    from .registry import get_spec
+    from .sample import generate_sample
+    from .split import split_dataset
+
+    spec = get_spec(MODEL)
+    done = _stage(summary, "sample", echo)
+    info = generate_sample(folder / "sample", progress=progress, **sample)
+    done(f"{len(info.demo_zips)} SAM 2 demo exports of {sample['frames']} frames at "
+         f"{sample['width']}x{sample['height']}")
+
+    done = _stage(summary, "convert", echo)
+    dataset = folder / "dataset"
+    converted = convert(info.demo_zips, dataset, video=info.demo_videos, labels=info.labels_json,
+                        convention=spec.convention, tasks=list(TASKS), progress=progress)
+    summary.data.update(frames=converted.frames, objects=converted.objects, labels=converted.labels)
+    done(f"{converted.frames} frames, {converted.objects} objects, labels {', '.join(sorted(converted.labels))}")
+
+    done = _stage(summary, "validate", echo)
+    report = validate(dataset, folder / "report", family=MODEL)
+    s = report.summary
+    summary.data["quality"] = {"errors": s["errors"], "warnings": s["warnings"], "infos": s["infos"]}
+    done(f"{'passed' if report.passed else 'FAILED'}: {s['errors']} error(s), {s['warnings']} warning(s)")
+
+    done = _stage(summary, "split", echo)
+    split = split_dataset(dataset, **SPLIT_OPTIONS)
+    summary.data["split"] = {"counts": split.counts, "videos": {k: len(v) for k, v in split.videos.items()}}
+    done(", ".join(f"{name} {split.counts.get(name, 0)} frames / {len(split.videos.get(name, []))} videos"
+                   for name in ("train", "val", "test")))
+
+    run = _train(folder, summary, dataset, steps, echo)
+
+    done = _stage(summary, "evaluate", echo)
+    result = evaluate_run(run, dataset, split="test", limit=eval_limit, batch_size=EVAL_BATCH, out=folder / "eval")
+    _take_metrics(summary, result.comparison)
+    done(f"held-out mIoU fine-tuned {_fmt(summary.finetuned_miou)}, base {_fmt(summary.base_miou)}, "
+         f"mean-box baseline {_fmt(summary.baseline_miou)}")
+
+    done = _stage(summary, "export", echo)
+    mode = "merged" if summary.method == "full" else "adapter"
+    exported = export_run(run, folder / "export", mode=mode, progress=False)
+    summary.notes += list(exported.notes)
+    done(f"{mode} from {exported.source} -> {exported.out_dir.name}/ + {exported.zip_path.name}")
+    summary.paths.update(report=report.paths.get("md", str(folder / "report" / "report.md")), run=str(run),
+                         evaluation=result.out, export=str(exported.out_dir), export_zip=str(exported.zip_path),
+                         dataset=str(dataset), sample=str(info.out_dir))
+
+
+def _train(folder: Path, summary: DemoSummary, dataset: Path, steps: int | None, echo: Callable[[str], None]) -> Path:
+    from .config import set_field
+    from .presets import get_preset
+    from .train import run_training
+
+    run = folder / "run"
+    cfg = get_preset(PRESET, model=MODEL, data=str(dataset), out=str(run))
+    set_field(cfg, "data.tasks", list(TASKS))
+    if steps is not None:
+        if steps < 1:
+            raise UserError(f"--steps must be at least 1 (got {steps})")
+        set_field(cfg, "training.max_steps", steps)
+    summary.method = cfg.training.method
+    done = _stage(summary, "train", echo)
+    echo(f"  {MODEL}, preset {PRESET}: {cfg.training.method} fine-tuning, {cfg.training.max_steps} steps of "
+         f"batch {cfg.training.batch_size}, learning rate {cfg.training.learning_rate:g} (progress: "
+         f"{run / 'progress.jsonl'})")
+    with follow_progress(run, echo):
+        result = run_training(cfg)
+    if result.status != "succeeded":
+        raise UserError(f"training {result.status} at step {result.step}; see {run / 'train.log'}", run)
+    summary.steps, summary.final_loss = result.step, result.final_loss
+    summary.train_examples = _studio(run).get("train_examples", 0)
+    done(f"{result.step} steps, final loss {_fmt(result.final_loss, 4)}")
+    return run
+
+
+def _studio(run: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run / "studio.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _take_metrics(summary: DemoSummary, comparison: dict[str, dict[str, Any]]) -> None:
+    keys = ("miou", "ap50", "map", "parse_failure_rate", "n")
+    summary.metrics = {name: {k: m.get(k) for k in keys if k in m} for name, m in comparison.items()}
+    summary.finetuned_miou = comparison.get("model", {}).get("miou")
+    summary.base_miou = comparison.get("base", {}).get("miou")
+    summary.baseline_miou = comparison.get("baseline", {}).get("miou")
+    summary.test_examples = int(comparison.get("model", {}).get("n") or 0)
+
+
+def _write_summary(folder: Path, summary: DemoSummary) -> None:
+    from .atomic import atomic_write_text
+
+    summary.paths["summary"] = str(folder / "summary.json")
+    summary.paths["summary_md"] = str(folder / "summary.md")
+    atomic_write_text(folder / "summary.md", "# Demo result\n\n" + summary.table() + "\n")
+    atomic_write_text(folder / "summary.json", json.dumps(summary.to_dict(), indent=2) + "\n")

@@ -1,0 +1,327 @@
+"""Celery + Redis backend: real redis-server, real `python -m pipeline worker` processes, the real trainer.
+
+Two single-slot workers share a private STUDIO_HOME (the fleet's shared storage) and a key prefix of their own in
+Redis (STUDIO_REDIS_URL when CI sets it, else a redis-server started here). Every worker and trainer is stopped by
+pid at the end, and the prefix's keys are deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTED = Path(__file__).parent / "helpers" / "scripted_trainer.py"
+QUICK = ["training.save_steps=2", "training.eval_steps=0", "training.logging_steps=1", "training.batch_size=1"]
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 240.0) -> Any:
+    """Poll until `check()` is truthy (the timeout only guards against a hang)."""
+    end = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+    return value
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pings(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """STUDIO_REDIS_URL when it answers, else a private redis-server on a free loopback port."""
+    given = os.environ.get("STUDIO_REDIS_URL")
+    if given and _pings(given):
+        yield given
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port, folder = _free_port(), tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+                             "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_for(lambda: _pings(url), "redis-server", timeout=30)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def make_dataset(root: Path, frames: int = 8, size: int = 64) -> Path:
+    """records.jsonl + 64x64 frames with a red and a green square + dataset.json (no split: no evaluation)."""
+    from PIL import Image
+
+    from pipeline.masks import encode_rle
+    from pipeline.records import FrameRecord, ObjectAnn, write_records
+
+    (root / "images" / "vid").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(frames):
+        img = np.full((size, size, 3), 30, np.uint8)
+        objects = []
+        for oid, (label, colour) in enumerate([("circle", (230, 40, 40)), ("square", (40, 200, 60))]):
+            w = int(rng.integers(10, 20))
+            x, y = int(rng.integers(0, size - w)), int(rng.integers(0, size - w))
+            mask = np.zeros((size, size), np.uint8)
+            mask[y:y + w, x:x + w] = 1
+            img[mask == 1] = colour
+            objects.append(ObjectAnn(oid, label, [x, y, x + w, y + w], int(mask.sum()), encode_rle(mask)))
+        rel = f"images/vid/{i:06d}.jpg"
+        Image.fromarray(img).save(root / rel, quality=95)
+        records.append(FrameRecord(f"vid-{i}", "synthetic", "vid", i, rel, size, size, objects))
+    write_records(records, root / "records.jsonl")
+    meta = {"tool_version": "test", "sources": [], "frames": frames, "objects": 2 * frames,
+            "labels": {"circle": frames, "square": frames}, "family": "smolvlm", "tasks": ["grounding"], "seed": 0,
+            "warnings": []}
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
+    return root
+
+
+class Fleet:
+    """`python -m pipeline worker` processes, each the leader of its own process group."""
+
+    def __init__(self, home: Path) -> None:
+        self.home, self.procs = home, {}
+        self.jobs: Any = None
+
+    def start(self, name: str) -> str:
+        """Start a single-slot worker consuming both queues; returns its node name once it advertises itself."""
+        node = f"{name}@{socket.gethostname()}"
+        log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the worker's lifetime
+        self.procs[node] = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "worker", "--queues", "training,preprocessing", "--gpus", "1",
+             "--name", node, "--loglevel", "warning"], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        wait_for(lambda: node in {w["name"] for w in self.jobs.workers()}, f"worker {node}", timeout=120)
+        return node
+
+    def kill(self, node: str) -> None:
+        """kill -9 the worker's whole process group (main process and pool)."""
+        proc = self.procs.pop(node)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()  # warm shutdown: nothing is running by now
+        for node, proc in list(self.procs.items()):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+            self.procs.pop(node)
+
+
+@pytest.fixture(scope="module")
+def fleet(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Fleet, Path]]:
+    """(backend, fleet of two single-slot workers, dataset) on a private home and Redis key prefix."""
+    from pipeline.jobs import get_backend
+    from pipeline.redis_progress import RedisJobs
+    from pipeline.runner import process_alive
+    from pipeline.tiny import ensure_tiny_model
+
+    home = tmp_path_factory.mktemp("celery_home")
+    prefix = f"studio-test-{uuid.uuid4().hex[:10]}:"
+    env = {"STUDIO_HOME": str(home), "STUDIO_JOBS": "celery", "STUDIO_REDIS_URL": redis_url,
+           "STUDIO_REDIS_PREFIX": prefix, "STUDIO_WORKER_HEARTBEAT_TTL": "3", "STUDIO_CANCEL_GRACE": "30",
+           "STUDIO_JOB_RETRIES": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        ensure_tiny_model("tiny-smolvlm")  # once, before two trainers would race to build it
+        dataset = make_dataset(home / "datasets" / "shapes")
+        backend = get_backend()
+        workers = Fleet(home)
+        workers.jobs = RedisJobs(redis_url, prefix)
+        try:
+            workers.start("w1")
+            workers.start("w2")
+            yield backend, workers, dataset
+        finally:
+            workers.stop_all()
+            for data in workers.jobs.get_many(workers.jobs.ids()):
+                if data.get("pid") and process_alive(data["pid"], None):
+                    os.killpg(data["pid"], signal.SIGKILL)
+            workers.jobs.clear()
+
+
+def submit(backend: Any, dataset: Path, steps: int, *extra: str) -> Any:
+    from pipeline.jobs import submit_train
+
+    return submit_train(backend, preset="quick_test", model="tiny-smolvlm", data=dataset, max_steps=steps,
+                        overrides=[*QUICK, *extra])
+
+
+def file_events(run_dir: str) -> list[dict]:
+    return [json.loads(line) for line in (Path(run_dir) / "progress.jsonl").read_text().splitlines()]
+
+
+def follow(backend: Any, job_id: int, **kwargs: Any) -> list[dict]:
+    events = list(backend.watch(job_id, poll=0.2, timeout=300, **kwargs))
+    assert events[-1]["event"] == "status" and events[-1]["status"] not in ("queued", "running"), events[-1]
+    return events
+
+
+def test_submit_progress_through_redis_to_success(fleet: tuple[Any, Fleet, Path],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    backend, workers, dataset = fleet
+    job = submit(backend, dataset, 2)
+    assert job.queue == "training" and job.status in ("queued", "running")
+    events = follow(backend, job.id)
+    done = backend.get(job.id)
+    assert events[-1] == {"event": "status", "job_id": job.id, "status": "succeeded", "attempt": 1}
+    assert (done.status, done.exit_code, done.attempt) == ("succeeded", 0, 1)
+    assert done.worker in workers.procs
+    progress = [e for e in events if e.get("event") != "status"]
+    assert progress == file_events(done.run_dir)  # every progress.jsonl line arrived through the stream, in order
+    assert [e["seq"] for e in progress] == list(range(1, len(progress) + 1))
+    assert [e["step"] for e in progress if e["event"] == "log"] == [1, 2]
+    assert progress[-1]["event"] == "end" and progress[-1]["status"] == "succeeded"
+    again = list(backend.watch(job.id, from_seq=2, poll=0.2, timeout=60))  # a reconnecting client
+    assert [e for e in again if "seq" in e] == progress[2:] and again[-1]["status"] == "succeeded"
+    exp = backend.store.get_experiment(job.run_id)  # the app's SQLite store records what the worker reported
+    losses = [e["loss"] for e in progress if e["event"] == "log"]
+    assert exp.status == "succeeded" and exp.summary["steps"] == 2 and exp.summary["final_loss"] == losses[-1]
+    assert (Path(done.run_dir) / "adapter" / "adapter_config.json").is_file()
+    assert main(["jobs", "show", str(job.id), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["status"] == "succeeded" and shown["worker"] == done.worker
+    assert [(h["from_status"], h["to_status"]) for h in shown["history"]] == [
+        (None, "queued"), ("queued", "running"), ("running", "succeeded")]
+
+
+def test_cancel_a_running_job(fleet: tuple[Any, Fleet, Path]) -> None:
+    backend, _, dataset = fleet
+    job = submit(backend, dataset, 200, "training.save_steps=100")
+    events = []
+    for event in backend.watch(job.id, poll=0.2, timeout=300):
+        events.append(event)
+        if event.get("event") == "log":
+            assert backend.cancel(job.id).cancel_requested is not None
+    done = backend.get(job.id)
+    assert events[-1]["status"] == "cancelled" and done.status == "cancelled" and done.exit_code == 0
+    end = file_events(done.run_dir)[-1]
+    assert end["event"] == "end" and end["status"] == "cancelled" and end["step"] < 200
+    assert (Path(done.run_dir) / f"checkpoint-{end['step']}" / "manifest.json").is_file()
+    assert backend.store.get_experiment(job.run_id).status == "cancelled"
+
+
+def test_worker_killed_mid_job_is_interrupted_then_resumed_elsewhere(fleet: tuple[Any, Fleet, Path]) -> None:
+    from pipeline.runner import process_alive
+
+    backend, workers, dataset = fleet
+    job = submit(backend, dataset, 6)
+    run = Path(job.run_dir)
+    wait_for(lambda: (run / "checkpoint-2" / "manifest.json").is_file(), "the first checkpoint")
+    running = backend.get(job.id)
+    assert running.status == "running" and running.pid
+    workers.kill(running.worker)
+    wait_for(lambda: not process_alive(running.pid, None), "the trainer to die with its worker")
+    lost = wait_for(lambda: (j := backend.get(job.id)).status != "running" and j, "the heartbeat to expire")
+    assert lost.status == "interrupted" and "stopped sending heartbeats" in lost.error
+    assert backend.store.get_experiment(job.run_id).status == "interrupted"
+    replacement = workers.start("w3")  # the fleet keeps two slots for the next test
+    resumed = backend.resume(job.id)
+    assert resumed.attempt == 2 and "--resume" in resumed.argv
+    events = follow(backend, job.id)
+    done = backend.get(job.id)
+    assert (done.status, done.attempt) == ("succeeded", 2) and done.worker not in (running.worker, None)
+    assert done.worker in (replacement, *[n for n in workers.procs if n != replacement])
+    log_steps = [e["step"] for e in file_events(done.run_dir) if e.get("event") == "log"]
+    resume = next(e for e in file_events(done.run_dir) if e["event"] == "resume")
+    assert resume["resumed_from"] >= 2 and log_steps[-1] == 6
+    assert [e["step"] for e in events if e.get("event") == "log"] == log_steps
+    history = [(h["from_status"], h["to_status"], h["attempt"]) for h in backend.history(job.id)]
+    assert ("running", "interrupted", 1) in history and history[-1] == ("running", "succeeded", 2)
+
+
+def test_two_single_slot_workers_never_run_three_jobs_at_once(fleet: tuple[Any, Fleet, Path]) -> None:
+    backend, workers, dataset = fleet
+    jobs = [submit(backend, dataset, 2) for _ in range(3)]
+    extra = submit(backend, dataset, 2)
+    cancelled = backend.cancel(extra.id)  # three jobs ahead of it and two slots: it is still queued
+    assert cancelled.status == "cancelled"
+    for job in jobs:
+        follow(backend, job.id)
+    finished = [backend.get(job.id) for job in jobs]
+    assert [j.status for j in finished] == ["succeeded"] * 3
+    assert len({j.worker for j in finished}) == 2
+    spans = []
+    for job in finished:
+        history = backend.history(job.id)
+        start = next(h["at"] for h in history if h["to_status"] == "running")
+        end = next(h["at"] for h in history if h["from_status"] == "running")
+        spans.append((start, end))
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
+    busy = peak = 0
+    for _, change in edges:
+        busy += change
+        peak = max(peak, busy)
+    assert peak <= 2
+    assert [h["to_status"] for h in backend.history(extra.id)] == ["queued", "cancelled"]
+    assert not (Path(extra.run_dir) / "progress.jsonl").exists()
+
+
+def scripted(home: Path, name: str, **cfg: Any) -> Any:
+    from pipeline.jobs import JobSpec
+
+    run = home / "runs" / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return JobSpec(argv=[sys.executable, str(SCRIPTED), "--config", str(run / "config.yaml")], run_dir=str(run),
+                   name=name, config={"scripted": cfg})
+
+
+def test_only_resumable_failures_are_retried(fleet: tuple[Any, Fleet, Path]) -> None:
+    backend, _, _ = fleet
+    crash = backend.submit(scripted(backend.home, "crash", total_steps=4, step_seconds=0.01, crash_at_step=2))
+    killed = backend.submit(scripted(backend.home, "killed", total_steps=40, step_seconds=0.1, save_every=3))
+    run = Path(killed.run_dir)
+    wait_for(lambda: (run / "checkpoint-3" / "manifest.json").is_file(), "a checkpoint")
+    os.killpg(backend.get(killed.id).pid, signal.SIGKILL)  # e.g. the OOM killer: the worker itself survives
+    follow(backend, crash.id)
+    follow(backend, killed.id)
+    crash, killed = backend.get(crash.id), backend.get(killed.id)
+    assert (crash.status, crash.attempt, crash.retries, crash.error) == ("failed", 1, 0, "scripted crash at step 2")
+    assert (killed.status, killed.attempt, killed.retries) == ("succeeded", 2, 1) and "--resume" in killed.argv
+    retry = [h for h in backend.history(killed.id) if h["from_status"] == "running" and h["to_status"] == "queued"]
+    assert len(retry) == 1 and "retry 1/1" in retry[0]["detail"] and "resume from checkpoint-" in retry[0]["detail"]
+    steps = [e["step"] for e in file_events(killed.run_dir) if e.get("event") == "log"]
+    assert steps[-1] == 40 and len(set(steps)) == 40

@@ -1,0 +1,115 @@
+"""The offline demo: a shortened run end to end (every artifact exists and parses), plus its CLI and error paths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pipeline import cli
+from pipeline.demo import DemoSummary, progress_line, run_demo, summary_table
+from pipeline.errors import UserError
+
+# Small enough for the suite: 4 short videos (2 train, 1 val, 1 test), a few steps, a few held-out examples.
+SHORT = {"frames": 24, "videos": 4}
+
+
+@pytest.fixture(scope="module")
+def short_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DemoSummary, list[str]]:
+    out = tmp_path_factory.mktemp("demo") / "out"
+    lines: list[str] = []
+    summary = run_demo(out, steps=4, sample=SHORT, eval_limit=6, echo=lines.append, progress=False)
+    return out, summary, lines
+
+
+@pytest.mark.slow
+def test_short_demo_writes_every_artifact(short_demo):
+    out, summary, _ = short_demo
+    data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    for key in ("finetuned_miou", "base_miou", "baseline_miou"):
+        assert isinstance(data[key], float) and 0.0 <= data[key] <= 1.0, key
+    assert data["seconds"] > 0 and data["steps"] == 4 and data["model"] == "tiny-smolvlm"
+    assert set(data["stage_seconds"]) == {"sample", "convert", "validate", "split", "train", "evaluate", "export"}
+    for key in ("report", "run", "evaluation", "export", "export_zip", "summary"):
+        assert Path(data[key]).exists() and Path(data[key]).is_relative_to(out), key
+    assert (out / "summary.md").read_text(encoding="utf-8").count("|") > 10
+    # each artifact parses: quality report, split files, run progress, evaluation metrics, export, zip
+    assert json.loads((out / "report" / "report.json").read_text(encoding="utf-8"))["summary"]["errors"] == 0
+    split_sizes = {s: len((out / "dataset" / "splits" / f"{s}.jsonl").read_text().splitlines())
+                   for s in ("train", "val", "test")}
+    assert all(split_sizes.values()), split_sizes
+    events = [json.loads(line) for line in (out / "run" / "progress.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "end" and events[-1]["status"] == "succeeded" and events[-1]["step"] == 4
+    metrics = json.loads((Path(data["evaluation"]) / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics
+    studio = json.loads((Path(data["export"]) / "studio.json").read_text(encoding="utf-8"))
+    assert studio["model"] == "tiny-smolvlm"
+    assert (Path(data["export"]) / "README.md").is_file()
+    with zipfile.ZipFile(data["export_zip"]) as archive:
+        assert archive.testzip() is None
+        assert any(name.endswith(".safetensors") for name in archive.namelist())
+
+
+@pytest.mark.slow
+def test_short_demo_streams_stage_and_training_lines(short_demo):
+    _, summary, lines = short_demo
+    text = "\n".join(lines)
+    for n, stage in enumerate(("sample", "convert", "validate", "split", "train", "evaluate", "export"), 1):
+        assert f"[{n}/7] {stage}:" in text
+    assert "train step 1/4" in text and "train succeeded at step 4/4" in text
+    assert summary.test_examples == 6
+
+
+@pytest.mark.slow
+def test_short_demo_table_shows_the_three_models(short_demo):
+    _, summary, _ = short_demo
+    table = summary.table()
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert [row.split("|")[1].strip() for row in rows[1:]] == ["fine-tuned", "base", "mean-box baseline"]
+    assert f"{summary.finetuned_miou:.3f}" in rows[1] and f"{summary.baseline_miou:.3f}" in rows[3]
+
+
+def test_summary_table_and_ratio():
+    summary = DemoSummary(out="x", finetuned_miou=0.6, base_miou=0.0, baseline_miou=0.12, seconds=241.0, steps=600,
+                          metrics={"model": {"miou": 0.6, "ap50": 0.71, "parse_failure_rate": 0.0},
+                                   "base": {"miou": 0.0, "parse_failure_rate": 1.0},
+                                   "baseline": {"miou": 0.12, "ap50": 0.02, "parse_failure_rate": 0.0}},
+                          stage_seconds={"sample": 20.0, "train": 180.0})
+    assert summary.ratio == pytest.approx(5.0)
+    table = summary_table(summary)
+    assert "| fine-tuned | tiny-smolvlm, cpu_demo, 600 steps | 0.600 | 0.710 | 0.00 |" in table
+    assert "| base | tiny-smolvlm before training | 0.000 | - | 1.00 |" in table
+    assert "5.0x the baseline" in table and "241 s wall (sample 20, train 180)" in table
+    assert summary.to_dict()["ratio_to_baseline"] == pytest.approx(5.0)
+
+
+def test_progress_lines_from_events():
+    log = {"event": "log", "step": 20, "total_steps": 600, "loss": 0.51234, "samples_per_s": 80.25, "eta_s": 125.0}
+    assert progress_line(log) == "  train step 20/600  loss 0.5123  80.2 samples/s  eta 2m05s"
+    end = {"event": "end", "status": "succeeded", "step": 600, "total_steps": 600, "final_loss": 0.2}
+    assert progress_line(end) == "  train succeeded at step 600/600, final loss 0.2000"
+    assert progress_line({"event": "checkpoint", "step": 100}) is None
+
+
+def test_non_empty_out_is_refused_and_left_alone(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="already exists and is not empty"):
+        run_demo(tmp_path, steps=1, echo=lambda line: None)
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_bad_sample_option_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out), "--frames", "3"]) == 2
+    assert not out.exists()
+
+
+def test_cli_help_lists_the_options():
+    text = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--help"], capture_output=True, text=True,
+                          check=True).stdout
+    for option in ("--out", "--steps", "--frames", "--videos", "--eval-limit"):
+        assert option in text
