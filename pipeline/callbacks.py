@@ -396,7 +396,8 @@ class CheckpointCallback(TrainerCallback):
         control.should_save = False  # on every rank, so no rank waits for a save the others skip
         if state.is_world_process_zero:
             self.writer.emit({"event": "warning", "step": state.global_step,
-                              "message": f"checkpoint skipped: {free / 2**30:.2f} GiB free, {need / 2**30:.2f} needed"})
+                              "message": f"checkpoint skipped: {free / 2**20:.1f} MiB free, {need / 2**20:.1f} MiB "
+                                         "needed"})
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
                     **kwargs: Any) -> None:

@@ -147,6 +147,9 @@ class JobSupervisor:
             return {"job_id": self.job_id, "attempt": self.attempt, "skipped": True}
         if int(job.get("slots") or 1) > len(slots):
             return self._end(job, "failed", None, f"asks for {job['slots']} GPUs, this worker gives {len(slots)}")
+        problem = resources.memory_problem(_as_job(job), slots)
+        if problem is not None and problem[1]:  # more than the GPU holds in total: no worker of this kind can run it
+            return self._end(job, "failed", None, problem[0])
         try:
             proc = self._launch(job, resources, slots)
         except OSError as exc:
@@ -167,8 +170,8 @@ class JobSupervisor:
         job = self.jobs.get(self.job_id)
         if job is None:
             return None
-        if job["status"] == "running" and job.get("attempt") != self.attempt:
-            self.jobs.settle_lost(job)  # a redelivered message: only settles a job whose worker is gone
+        if job["status"] == "running":
+            self.jobs.settle_lost(job)  # a message delivered again: settles the job only if its worker is gone
         now = time.time()
         return self.jobs.cas(self.job_id, "queued", "running", expect_attempt=self.attempt, detail=f"on {self.worker}",
                              alive=f"{max(1, round(self.ttl))}:{self.worker}", worker=self.worker, gpu_ids=slots,
@@ -289,6 +292,7 @@ def _as_job(data: dict[str, Any]) -> Job:
     return Job(id=int(data["id"]), run_id=str(data.get("run_id") or ""), kind=str(data.get("kind") or "train"),
                status=str(data.get("status") or "running"), argv=list(data.get("argv") or []),
                cwd=str(data.get("cwd") or ""), run_dir=str(data["run_dir"]), slots=int(data.get("slots") or 1),
+               mem_bytes=data.get("mem_bytes"),
                attempt=int(data.get("attempt") or 1), progress_offset=int(data.get("progress_offset") or 0),
                cancel_requested=data.get("cancel_requested"), heartbeat=data.get("heartbeat"),
                started_at=data.get("started_at"))

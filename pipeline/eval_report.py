@@ -68,9 +68,9 @@ def _json(path: Path, data: Any) -> None:
 
 
 def _comparison(summaries: dict[str, dict[str, Any]], names: dict[str, str], meta: dict[str, Any]) -> dict[str, Any]:
-    return {"columns": [names[k] for k in summaries],
-            "metrics": {names[k]: {m: s.get(m) for m in (*METRIC_KEYS, "n")} for k, s in summaries.items()},
-            "per_label": {names[k]: s.get("per_label") for k, s in summaries.items()}, "meta": meta}
+    """comparison.json: metrics by role (model, base, baseline) with their display names."""
+    return {"names": names, "metrics": {k: {m: s.get(m) for m in (*METRIC_KEYS, "n")} for k, s in summaries.items()},
+            "per_label": {k: s.get("per_label") for k, s in summaries.items()}, "meta": meta}
 
 
 def write_outputs(out_dir: Path, results: dict[str, list[dict[str, Any]]], summaries: dict[str, dict[str, Any]],
@@ -170,7 +170,7 @@ def compare_evaluations(eval_dirs: list[str | Path], out: str | Path, overwrite:
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         (tmp / "comparison.md").write_text(comparison_markdown(summaries, "Comparison of evaluations"),
                                            encoding="utf-8")
-        _json(tmp / "comparison.json", {"columns": list(summaries), "metrics": {
+        _json(tmp / "comparison.json", {"names": {n: n for n in summaries}, "metrics": {
             n: {m: s.get(m) for m in (*METRIC_KEYS, "n")} for n, s in summaries.items()},
             "sources": [str(d) for d in eval_dirs]})
         metric_grid(summaries, tmp / "plots" / "metric_grid")

@@ -52,13 +52,15 @@ class Target:
 
 @dataclass
 class EvalResult:
-    """What an evaluation wrote: OUT, the main metrics, {column name: metrics} of every compared model, files."""
+    """What an evaluation wrote: OUT, the main metrics, the metrics of every compared model by role ("model",
+    "base", "baseline"), their display names ("fine-tuned", "base (M)", "mean-box baseline"), files and notes."""
 
     out: str
     metrics: dict[str, Any]
     comparison: dict[str, dict[str, Any]]
     files: dict[str, str]
     notes: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -329,9 +331,8 @@ def evaluate_target(target: Target, dataset: str | Path | None = None, *, split:
         tb = Path(target.run_dir) / "tb" if target.run_dir else out_dir / "tb"
         files["tensorboard"] = str(write_tensorboard(tb, f"evaluate_{split}", summaries, results["model"],
                                                      target.step or 0, out_dir))
-    names = display_names(meta_info, list(summaries))
-    return EvalResult(str(out_dir), summaries["model"], {names[k]: s for k, s in summaries.items()}, files,
-                      target.notes)
+    return EvalResult(str(out_dir), summaries["model"], summaries, files, target.notes,
+                      display_names(meta_info, list(summaries)))
 
 
 def evaluate_run(run_dir: str | Path, dataset: str | Path | None = None, split: str = "test",

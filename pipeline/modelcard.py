@@ -104,34 +104,35 @@ def _split_summary(path: Path) -> dict[str, Any] | None:
 
 
 def evaluations(run: Path) -> list[dict[str, Any]]:
-    """Per split: metric rows (base model / fine-tuned) from RUN/eval/<split>/metrics.json (+ comparison.md)."""
+    """Per evaluation folder RUN/eval/<name>/: metric rows for base model, mean-box baseline and fine-tuned."""
     from .leaks import local_path_needles
 
     found = []
     for path in sorted(run.glob("eval/*/metrics.json")):
-        try:
-            metrics = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
+        after = _read_json(path)
+        if after is None:
             continue
-        after = metrics.get("finetuned") or metrics.get("after") or metrics
-        before = metrics.get("baseline") or metrics.get("base") or metrics.get("before") or _baseline_file(path)
-        rows = [{"key": key, "name": name, "after": _fmt(after.get(key)), "before": _fmt((before or {}).get(key)),
-                 "value": after.get(key)} for key, name in METRICS.items() if _num(after.get(key))]
+        columns = [(title, _read_json(path.parent / folder / "metrics.json") or after.get(folder))
+                   for title, folder in (("base model", "base"), ("mean-box baseline", "baseline"))]
+        columns = [(title, metrics) for title, metrics in columns if isinstance(metrics, dict)]
+        columns.append(("fine-tuned", after))
+        rows = [{"key": key, "name": name, "value": after[key], "cells": [_fmt(m.get(key)) for _, m in columns]}
+                for key, name in METRICS.items() if _num(after.get(key))]
         comparison = path.with_name("comparison.md")
         text = comparison.read_text(encoding="utf-8").strip() if comparison.is_file() else ""
         if any(needle in text for needle in local_path_needles([run])):
             text = ""  # never publish a local path
         found.append({"split": path.parent.name, "n": after.get("n", "?"), "rows": rows,
-                      "has_before": bool(before), "comparison": text})
+                      "columns": [title for title, _ in columns], "comparison": text})
     return found
 
 
-def _baseline_file(metrics_path: Path) -> dict[str, Any] | None:
-    for name in ("baseline/metrics.json", "base/metrics.json", "baseline_metrics.json"):
-        path = metrics_path.parent / name
-        if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
-    return None
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _fmt(value: Any) -> str:

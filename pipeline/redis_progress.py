@@ -17,9 +17,10 @@ from typing import Any
 from .errors import UserError
 
 STREAM_MAXLEN = 200_000
-_NUMBERS = {"id": int, "slots": int, "attempt": int, "pid": int, "exit_code": int, "progress_offset": int,
-            "retries": int, "max_retries": int, "heartbeat": float, "cancel_requested": float, "created_at": float,
-            "queued_at": float, "started_at": float, "ended_at": float, "updated_at": float, "wall_seconds": float}
+_NUMBERS = {"id": int, "slots": int, "mem_bytes": int, "attempt": int, "pid": int, "exit_code": int,
+            "progress_offset": int, "retries": int, "max_retries": int, "heartbeat": float, "cancel_requested": float,
+            "created_at": float, "queued_at": float, "started_at": float, "ended_at": float, "updated_at": float,
+            "wall_seconds": float}
 _JSON = ("argv", "gpu_ids", "config", "tags")
 
 # KEYS: hash, stream, alive, active set (queued + running ids). ARGV: expected statuses (JSON list), new status

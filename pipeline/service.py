@@ -647,14 +647,15 @@ def stats_markdown(view: WatchView) -> str:
     return " · ".join(p for p in parts if p) or "waiting for the first log step…"
 
 
-def curve_figure(view: WatchView, names: Sequence[str], title: str, log_y: bool = False) -> Any:
+def curve_figure(view: WatchView, names: Sequence[str], title: str, from_zero: bool = False) -> Any:
     """One line per curve (loss + eval loss, or the learning rate) over the steps."""
     import plotly.graph_objects as go
 
     fig = go.Figure([go.Scatter(x=sorted(view.curves[n]), y=[view.curves[n][s] for s in sorted(view.curves[n])],
                                 mode="lines+markers", name=n) for n in names if view.curves.get(n)])
     fig.update_layout(title=title, xaxis_title="step", height=280, template="plotly_white",
-                      margin={"t": 40, "b": 30, "l": 50, "r": 10}, yaxis_type="log" if log_y else None)
+                      margin={"t": 40, "b": 30, "l": 60, "r": 10})
+    fig.update_yaxes(rangemode="tozero" if from_zero else "normal", exponentformat="e")
     return fig
 
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -119,7 +120,10 @@ def _rows(records: list[FrameRecord], dataset: Path, tasks: list[str], spec: Any
             raise UserError(f"image {image} of the dataset is missing", dataset)
     rows = [{"id": ex.id, "image": str(dataset / ex.image), "prompt": ex.prompt, "answer": ex.answer}
             for ex in examples]
-    return rows[:limit] if limit else rows
+    if not limit or limit >= len(rows):
+        return rows
+    keep = sorted(random.Random(f"{meta.get('seed', 0)}:subset").sample(range(len(rows)), limit))
+    return [rows[i] for i in keep]  # a seeded spread over every video, not the first one's frames
 
 
 def _check_run_folder(run: Path, resume: bool) -> None:
@@ -460,7 +464,12 @@ def _save_outputs(trainer: Any, cfg: TrainConfig, plan: Plan, info: dict[str, An
 
     final = plan.run / ("model" if cfg.training.method == "full" else "adapter")
     tmp = plan.run / OUTPUT_TMP
-    trainer.save_model(str(tmp))  # every rank takes part (FSDP/DeepSpeed gather); rank 0 writes
+    try:
+        trainer.save_model(str(tmp))  # every rank takes part (FSDP/DeepSpeed gather); rank 0 writes
+    except BaseException:
+        if main:
+            remove_path(tmp)  # a half-written output (e.g. disk full) must not hold the space or look like a result
+        raise
     trainer.accelerator.wait_for_everyone()
     if main:
         remove_path(tmp / "training_args.bin")

@@ -51,12 +51,13 @@ def build() -> dict[str, Any]:
             sort = gr.Dropdown(SORTS, value="created", label="Sort by")
             descending = gr.Checkbox(False, label="Descending")
             refresh = gr.Button("Refresh", variant="primary")
-        table = gr.Dataframe(headers=service.EXPERIMENT_COLUMNS, interactive=False, elem_id="experiments-table")
+        table = gr.Dataframe(headers=service.EXPERIMENT_COLUMNS, interactive=False, elem_id="experiments-table",
+                             label="experiments")
         with gr.Row():
             chosen = gr.Dropdown([], multiselect=True, label="Compare runs", allow_custom_value=True)
             compare_btn = gr.Button("Compare")
         compare_json = gr.JSON(label="Comparison", open=False)
-        diff = gr.Markdown()
+        diff = gr.Markdown(label="diff")
         with gr.Row():
             loss_plot = gr.Plot(label="Loss")
             second_plot = gr.Plot(label="Eval loss")

@@ -56,7 +56,7 @@ def build() -> dict[str, Any]:
         result = gr.JSON(label="Export", open=False)
         download = gr.File(label="Download (zip)", interactive=False, elem_id="export-zip")
         with gr.Accordion("Model card (README.md)", open=True):
-            card = gr.Markdown(elem_id="model-card")
+            card = gr.Markdown(elem_id="model-card", label="model card")
         gr.Markdown("### Push to the Hugging Face Hub")
         with gr.Row():
             exported = gr.Dropdown(service.list_exports(), label="Export folder", allow_custom_value=True)

@@ -53,6 +53,25 @@ def launch(demo: Any, **overrides: Any) -> Any:
     return demo.launch(**launch_kwargs(**overrides))
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for tests and scripts)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve(**overrides: Any) -> tuple[Any, str]:
+    """Start the scheduler thread and the app without blocking (tests, scripts); returns (demo, url)."""
+    from .ui import build_ui
+
+    service.start_scheduler()
+    demo = build_ui()
+    _, url, _ = launch(demo, prevent_thread_lock=True, quiet=True, **{"server_port": free_port(), **overrides})
+    return demo, url
+
+
 def main() -> None:
     """`python app.py`: start the job scheduler thread (stale jobs become interrupted), build the UI and serve it."""
     started = time.monotonic()
@@ -61,6 +80,6 @@ def main() -> None:
     service.start_scheduler()
     demo = build_ui()
     launch(demo, prevent_thread_lock=True)
-    print(f"SAM2 VLM Studio ready in {time.monotonic() - started:.1f} s (STUDIO_HOME={service.studio_home()})",
-          flush=True)
+    print(f"SAM2 VLM Studio ready: {time.monotonic() - started:.1f} s to build and launch, {time.process_time():.1f} s "
+          f"of CPU since the process started (STUDIO_HOME={service.studio_home()})", flush=True)
     demo.block_thread()

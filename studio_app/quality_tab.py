@@ -39,7 +39,7 @@ def build() -> dict[str, Any]:
             refresh = gr.Button("↻", scale=0, min_width=50)
             validate_btn = gr.Button("Run the quality report", variant="primary", elem_id="validate", scale=1)
         report_json = gr.JSON(label="Summary and findings", open=False)
-        report_md = gr.Markdown(elem_id="quality-report")
+        report_md = gr.Markdown(elem_id="quality-report", label="report")
         plots = gr.Gallery(label="Plots", columns=2, height=360)
         files = gr.File(label="Report files", file_count="multiple", interactive=False)
         gr.Markdown("### Split")

@@ -60,23 +60,23 @@ def export_yaml(text: str, model: str) -> str:
 
 
 @guarded
-def estimate_memory(model: str, preset: str, text: str, dataset: str | None) -> tuple[Any, ...]:
+def estimate_memory(model: str, preset: str, config_yaml: str, dataset: str | None) -> tuple[Any, ...]:
     """Validation messages and the memory estimate against the detected hardware (fits / tight / won't fit)."""
-    check = service.check_training(dataset, model, preset, text)
+    check = service.check_training(dataset, model, preset, config_yaml)
     memory = check["memory"]
-    lines = [f"❌ {e}" for e in check["errors"]] + [f"⚠️ {w}" for w in check["warnings"]]
+    lines = [f"**Error** · {e}" for e in check["errors"]] + [f"*Warning* · {w}" for w in check["warnings"]]
     verdict = "" if memory is None else (
         f"**{memory['verdict']}** · estimated peak {memory['total_gib']:.3f} GiB of {memory['capacity_gib']} GiB "
         f"({memory['device']}) · {memory['hardware']}")
-    return memory or {}, verdict, "\n\n".join(lines) or "✅ config is valid"
+    return memory or {}, verdict, "\n\n".join(lines) or "Config is valid."
 
 
 @guarded
-def start_training(dataset: str, model: str, preset: str, text: str, max_steps: float | None, run_name: str,
+def start_training(dataset: str, model: str, preset: str, config_yaml: str, max_steps: float | None, run_name: str,
                    profile: gr.OAuthProfile | None = None) -> tuple[Any, ...]:
     """Queue a training job; returns its id at once (the stream below follows it)."""
     require_user(profile, "start training jobs")
-    job = service.start_training(dataset, model, preset, text, int(max_steps) if max_steps else None,
+    job = service.start_training(dataset, model, preset, config_yaml, int(max_steps) if max_steps else None,
                                  run_name or None)
     return job, job["job_id"], 0
 
@@ -90,7 +90,7 @@ def watch_job(job_id: float | None, from_seq: float | None) -> Any:
     for view in service.watch_job(int(job_id), int(from_seq or 0)):
         plots = view.events[0].get("event") in ("log", "eval", "start", "resume", "end") if view.events else True
         loss = service.curve_figure(view, ["loss", "eval_loss"], "Loss") if plots else gr.skip()
-        lr = service.curve_figure(view, ["lr"], "Learning rate") if plots else gr.skip()
+        lr = service.curve_figure(view, ["lr"], "Learning rate", from_zero=True) if plots else gr.skip()
         yield (view.to_dict(), service.progress_html(view), service.stats_markdown(view), loss, lr, view.log_tail,
                view.seq)
 
@@ -151,19 +151,19 @@ def build() -> dict[str, Any]:
                                 elem_id="train-model")
             preset = gr.Dropdown(service.preset_choices(), value=service.DEFAULT_PRESET, label="Preset",
                                  elem_id="train-preset")
-        memory_md = gr.Markdown(elem_id="memory-verdict")
+        memory_md = gr.Markdown(elem_id="memory-verdict", label="memory verdict")
         with gr.Row(equal_height=True):
             fields = _fields()
-        check_md = gr.Markdown(elem_id="config-check")
+        check_md = gr.Markdown(elem_id="config-check", label="config check")
         with gr.Accordion("Config YAML (import / export)", open=False):
-            text = gr.Code(language="yaml", label="config.yaml", lines=16, interactive=True)
+            text = gr.Code("", language="yaml", label="config.yaml", lines=16, interactive=True)
             with gr.Row():
                 upload = gr.File(label="Import YAML", file_types=[".yaml", ".yml"], type="filepath")
                 download_btn = gr.Button("Export YAML")
                 download = gr.File(label="config.yaml", interactive=False)
         memory_json = gr.JSON(visible=False)
         with gr.Row():
-            run_name = gr.Textbox(label="Run name (optional)", scale=2)
+            run_name = gr.Textbox("", label="Run name (optional)", scale=2)
             start_btn = gr.Button("Start training", variant="primary", elem_id="start-training", scale=1)
         with gr.Row():
             job_id = gr.Number(0, precision=0, label="Job id", elem_id="job-id")
@@ -171,14 +171,15 @@ def build() -> dict[str, Any]:
             watch_btn = gr.Button("Watch")
             cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-job")
             resume_btn = gr.Button("Resume")
-        progress = gr.HTML(service.progress_html(None), elem_id="train-progress-box")
-        stats = gr.Markdown(elem_id="train-stats")
+        progress = gr.HTML(service.progress_html(None), elem_id="train-progress-box", label="progress")
+        stats = gr.Markdown(elem_id="train-stats", label="stats")
         with gr.Row():
             loss_plot = gr.Plot(label="Loss", elem_id="loss-plot")
             lr_plot = gr.Plot(label="Learning rate", elem_id="lr-plot")
         log_tail = gr.Textbox(label="Log tail", lines=8, max_lines=12, interactive=False)
-        job_json = gr.JSON(label="Job", open=False)
-        view_json = gr.JSON(label="Latest event", open=False)
+        with gr.Accordion("Job and latest event (JSON)", open=False):
+            job_json = gr.JSON(label="Job")
+            view_json = gr.JSON(label="Latest event")
         jobs = gr.Dataframe(headers=JOB_COLUMNS, label="Jobs (queued ones show their queue position)",
                             interactive=False, elem_id="jobs-table")
         jobs_btn = gr.Button("Refresh jobs")

@@ -119,7 +119,7 @@ class Fleet:
     def start(self, name: str) -> str:
         """Start a single-slot worker consuming both queues; returns its node name once it advertises itself."""
         node = f"{name}@{socket.gethostname()}"
-        log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the worker's lifetime
+        log = open(self.home / f"{name}.log", "ab")
         self.procs[node] = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "worker", "--queues", "training,preprocessing", "--gpus", "1",
              "--name", node, "--loglevel", "warning"], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
@@ -147,14 +147,17 @@ class Fleet:
 
 
 @pytest.fixture(scope="module")
-def fleet(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Fleet, Path]]:
+def fleet(redis_url: str, tmp_path_factory: pytest.TempPathFactory,
+          studio_home: Path) -> Iterator[tuple[Any, Fleet, Path]]:
     """(backend, fleet of two single-slot workers, dataset) on a private home and Redis key prefix."""
     from pipeline.jobs import get_backend
     from pipeline.redis_progress import RedisJobs
     from pipeline.runner import process_alive
     from pipeline.tiny import ensure_tiny_model
 
+    models = ensure_tiny_model("tiny-smolvlm").parent  # in the session's home: built once for every test file
     home = tmp_path_factory.mktemp("celery_home")
+    (home / "models").symlink_to(models, target_is_directory=True)
     prefix = f"studio-test-{uuid.uuid4().hex[:10]}:"
     env = {"STUDIO_HOME": str(home), "STUDIO_JOBS": "celery", "STUDIO_REDIS_URL": redis_url,
            "STUDIO_REDIS_PREFIX": prefix, "STUDIO_WORKER_HEARTBEAT_TTL": "3", "STUDIO_CANCEL_GRACE": "30",
@@ -163,7 +166,6 @@ def fleet(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         for key, value in env.items():
             patch.setenv(key, value)
         patch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-        ensure_tiny_model("tiny-smolvlm")  # once, before two trainers would race to build it
         dataset = make_dataset(home / "datasets" / "shapes")
         backend = get_backend()
         workers = Fleet(home)
@@ -195,6 +197,60 @@ def follow(backend: Any, job_id: int, **kwargs: Any) -> list[dict]:
     events = list(backend.watch(job_id, poll=0.2, timeout=300, **kwargs))
     assert events[-1]["event"] == "status" and events[-1]["status"] not in ("queued", "running"), events[-1]
     return events
+
+
+def scripted(home: Path, name: str, **cfg: Any) -> Any:
+    from pipeline.jobs import JobSpec
+
+    run = home / "runs" / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return JobSpec(argv=[sys.executable, str(SCRIPTED), "--config", str(run / "config.yaml")], run_dir=str(run),
+                   name=name, config={"scripted": cfg})
+
+
+def test_status_changes_are_compare_and_set_and_a_silent_worker_loses_its_job(redis_url: str) -> None:
+    from pipeline.redis_progress import RedisJobs
+
+    jobs = RedisJobs(redis_url, f"studio-test-{uuid.uuid4().hex[:10]}:")
+    try:
+        job_id = jobs.create({"run_id": "r", "kind": "train", "argv": ["x"], "run_dir": "/none", "queue": "training"})
+        assert jobs.cas(job_id, "queued", "running", expect_attempt=2) is None  # a message for another attempt
+        running = jobs.cas(job_id, "queued", "running", expect_attempt=1, worker="w@h", alive="30:w@h", started_at=1.0)
+        assert running is not None and running["status"] == "running" and running["worker"] == "w@h"
+        assert jobs.cas(job_id, "queued", "running", expect_attempt=1) is None  # a second claim loses
+        assert jobs.ids(active=True) == [job_id] and jobs.settle_lost(running) is None  # its heartbeat is alive
+        jobs.r.delete(jobs.key(job_id, "alive"))
+        lost = jobs.settle_lost(jobs.get(job_id))
+        assert lost is not None and lost["status"] == "interrupted" and "w@h stopped sending" in lost["error"]
+        assert jobs.ids(active=True) == [] and jobs.settle_lost(lost) is None
+        changes = [(e.get("from_status"), e["status"], e["attempt"]) for _, e in jobs.read_all(job_id)]
+        assert changes == [(None, "queued", 1), ("queued", "running", 1), ("running", "interrupted", 1)]
+        jobs.append(job_id, [{"seq": 1, "event": "start"}, {"seq": 2, "event": "log", "step": 1}])
+        assert jobs.last_seq(job_id) == 2 and jobs.read_all(job_id, jobs.read_all(job_id)[2][0])[0][1]["seq"] == 1
+    finally:
+        jobs.clear()
+
+
+def test_worker_plan_gives_each_job_its_gpus() -> None:
+    from pipeline.celery_app import queue_for, worker_plan
+    from pipeline.errors import UserError
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6,7")
+        plan = worker_plan(["training", "preprocessing"], None, 2)
+        assert (plan["device"], plan["gpus"], plan["slots"]) == ("cuda", ["3", "5", "6", "7"], 2)
+        assert plan["queues"] == ["training-2gpu", "preprocessing"]
+        with pytest.raises(UserError, match="this machine shows 4 GPU"):
+            worker_plan(["training"], 8, 1)
+        patch.setenv("CUDA_VISIBLE_DEVICES", "")
+        assert worker_plan(["preprocessing"], 3, 1)["slots"] == 3  # CPU: --gpus is the number of job slots
+        with pytest.raises(UserError, match="unknown queue"):
+            worker_plan(["gpu"], 1, 1)
+        with pytest.raises(UserError, match="more than the 1 GPU"):
+            worker_plan(["training"], 1, 2)
+    assert [queue_for("train"), queue_for("train", 2), queue_for("evaluate")] == [
+        "training", "training-2gpu", "preprocessing"]
 
 
 def test_submit_progress_through_redis_to_success(fleet: tuple[Any, Fleet, Path],
@@ -247,7 +303,7 @@ def test_worker_killed_mid_job_is_interrupted_then_resumed_elsewhere(fleet: tupl
     from pipeline.runner import process_alive
 
     backend, workers, dataset = fleet
-    job = submit(backend, dataset, 6)
+    job = submit(backend, dataset, 8)
     run = Path(job.run_dir)
     wait_for(lambda: (run / "checkpoint-2" / "manifest.json").is_file(), "the first checkpoint")
     running = backend.get(job.id)
@@ -266,16 +322,17 @@ def test_worker_killed_mid_job_is_interrupted_then_resumed_elsewhere(fleet: tupl
     assert done.worker in (replacement, *[n for n in workers.procs if n != replacement])
     log_steps = [e["step"] for e in file_events(done.run_dir) if e.get("event") == "log"]
     resume = next(e for e in file_events(done.run_dir) if e["event"] == "resume")
-    assert resume["resumed_from"] >= 2 and log_steps[-1] == 6
+    assert resume["resumed_from"] >= 2 and log_steps[-1] == 8 and set(log_steps) == set(range(1, 9))
     assert [e["step"] for e in events if e.get("event") == "log"] == log_steps
     history = [(h["from_status"], h["to_status"], h["attempt"]) for h in backend.history(job.id)]
     assert ("running", "interrupted", 1) in history and history[-1] == ("running", "succeeded", 2)
 
 
 def test_two_single_slot_workers_never_run_three_jobs_at_once(fleet: tuple[Any, Fleet, Path]) -> None:
-    backend, workers, dataset = fleet
-    jobs = [submit(backend, dataset, 2) for _ in range(3)]
-    extra = submit(backend, dataset, 2)
+    backend, _, _ = fleet
+    # the scripted trainer (the trainer's run-folder contract, no model) keeps this test to seconds of CPU
+    jobs = [backend.submit(scripted(backend.home, f"slot-{i}", total_steps=30, step_seconds=0.2)) for i in range(3)]
+    extra = backend.submit(scripted(backend.home, "slot-extra", total_steps=30, step_seconds=0.2))
     cancelled = backend.cancel(extra.id)  # three jobs ahead of it and two slots: it is still queued
     assert cancelled.status == "cancelled"
     for job in jobs:
@@ -297,16 +354,6 @@ def test_two_single_slot_workers_never_run_three_jobs_at_once(fleet: tuple[Any, 
     assert peak <= 2
     assert [h["to_status"] for h in backend.history(extra.id)] == ["queued", "cancelled"]
     assert not (Path(extra.run_dir) / "progress.jsonl").exists()
-
-
-def scripted(home: Path, name: str, **cfg: Any) -> Any:
-    from pipeline.jobs import JobSpec
-
-    run = home / "runs" / name
-    run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return JobSpec(argv=[sys.executable, str(SCRIPTED), "--config", str(run / "config.yaml")], run_dir=str(run),
-                   name=name, config={"scripted": cfg})
 
 
 def test_only_resumable_failures_are_retried(fleet: tuple[Any, Fleet, Path]) -> None:

@@ -221,6 +221,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return ds, root / "run"
 
 
+@pytest.mark.slow
 def test_resolve_checkpoint(trained: tuple[Path, Path]):
     from pipeline.callbacks import read_best
 
@@ -246,14 +247,15 @@ def _scalars(log_dir: Path) -> dict[str, float]:
     return {t: acc.Scalars(t)[-1].value for t in tags["scalars"] if t.startswith("evaluate_")}
 
 
+@pytest.mark.slow
 def test_evaluate_run_end_to_end(trained: tuple[Path, Path]):
     from pipeline.evaluate import evaluate_run
 
     ds, run = trained
     result = evaluate_run(run, limit=6, batch_size=3)
     out = run / "eval" / "test"
-    assert Path(result.out) == out and list(result.comparison) == ["fine-tuned", "base (tiny-smolvlm)",
-                                                                    "mean-box baseline"]
+    assert Path(result.out) == out and list(result.comparison) == ["model", "base", "baseline"]
+    assert result.names == {"model": "fine-tuned", "base": "base (tiny-smolvlm)", "baseline": "mean-box baseline"}
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and {r["task"] for r in rows} <= set(TASKS)
     assert {"id", "prompt", "answer", "parsed", "truth", "iou", "parse_ok"} <= set(rows[0])
@@ -268,7 +270,8 @@ def test_evaluate_run_end_to_end(trained: tuple[Path, Path]):
     assert baseline["parse_failure_rate"] == 0.0 and baseline["n"] == 6
     assert (out / "base" / "predictions.jsonl").is_file()
     comparison = json.loads((out / "comparison.json").read_text())
-    assert comparison["columns"] == list(result.comparison)
+    assert comparison["names"] == result.names
+    assert comparison["metrics"]["baseline"]["miou"] == baseline["miou"]
     assert "| metric | fine-tuned | base (tiny-smolvlm) | mean-box baseline |" in (out / "comparison.md").read_text()
     for rel in ("gallery/worst.png", "gallery/best.png", "plots/confusion.png", "plots/comparison.png",
                 "plots/loss.png", "plots/eval_metrics.png", "plots/confusion.html"):
@@ -279,12 +282,13 @@ def test_evaluate_run_end_to_end(trained: tuple[Path, Path]):
     assert scalars["evaluate_test_baseline/parse_failure_rate"] == 0.0
     # the default OUT of a run is replaced by the next evaluation; an explicit --out is never overwritten
     again = evaluate_run(run, limit=2, batch_size=2, with_base=False, with_baseline=False)
-    assert json.loads((out / "metrics.json").read_text())["n"] == 2 and list(again.comparison) == ["fine-tuned"]
+    assert json.loads((out / "metrics.json").read_text())["n"] == 2 and list(again.comparison) == ["model"]
     assert not (out / "base").exists()
     with pytest.raises(UserError, match="already exists"):
         evaluate_run(run, limit=2, out=run / "eval", with_base=False)
 
 
+@pytest.mark.slow
 def test_cli_checkpoint_compare_and_errors(trained: tuple[Path, Path], tmp_path: Path, capsys):
     from pipeline.cli import main
 
@@ -311,21 +315,23 @@ def test_cli_checkpoint_compare_and_errors(trained: tuple[Path, Path], tmp_path:
     assert not (tmp_path / "c2").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_model_without_adapter(trained: tuple[Path, Path], tmp_path: Path):
     from pipeline.evaluate import evaluate_model
 
     ds, run = trained
     result = evaluate_model("tiny-smolvlm", dataset=ds, split="val", limit=3, batch_size=3, out=tmp_path / "o")
-    assert list(result.comparison) == ["tiny-smolvlm", "mean-box baseline"]
+    assert list(result.comparison) == ["model", "baseline"] and result.names["model"] == "tiny-smolvlm"
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["meta"]["split"] == "val"
     adapter = evaluate_model("tiny-smolvlm", adapter=run / "adapter", dataset=ds, limit=2, out=tmp_path / "a",
                              with_baseline=False)
-    assert list(adapter.comparison) == ["fine-tuned", "base (tiny-smolvlm)"]
+    assert list(adapter.comparison) == ["model", "base"] and adapter.names["model"] == "fine-tuned"
     with pytest.raises(UserError, match="not a LoRA adapter"):
         evaluate_model("tiny-smolvlm", adapter=tmp_path, dataset=ds)
 
 
 # -- during training -------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_geometry_callback_in_a_real_trainer(trained: tuple[Path, Path], tmp_path: Path):
     from transformers import Trainer, TrainingArguments
 

@@ -268,17 +268,23 @@ def test_card_model_index_from_metrics_and_real_base(lora_run: Path, tmp_path: P
 
     run = tmp_path / "run"
     shutil.copytree(lora_run, run)
-    (run / "eval" / "val").mkdir(parents=True)
-    metrics = {"miou": 0.71, "ap50": 0.8, "map": 0.45, "label_accuracy": 0.9, "parse_failure_rate": 0.05, "n": 4,
-               "per_label": {}, "baseline": {"miou": 0.1, "ap50": 0.0, "map": 0.0, "parse_failure_rate": 0.9}}
-    (run / "eval" / "val" / "metrics.json").write_text(json.dumps(metrics))
+    evaluation = run / "eval" / "val"
+    for folder, metrics in {"": {"miou": 0.71, "ap50": 0.8, "map": 0.45, "label_accuracy": 0.9,
+                                 "parse_failure_rate": 0.05, "n": 4, "per_label": {}, "meta": {"run_dir": str(run)}},
+                            "base": {"miou": 0.1, "ap50": 0.0, "parse_failure_rate": 0.9, "n": 4},
+                            "baseline": {"miou": 0.2, "ap50": 0.1, "n": 4}}.items():
+        (evaluation / folder).mkdir(parents=True, exist_ok=True)
+        (evaluation / folder / "metrics.json").write_text(json.dumps(metrics))
+    (evaluation / "comparison.md").write_text("| metric | fine-tuned |\n|---|---|\n| miou | 0.71 |\n")
     result = export_run(run, tmp_path / "out", checkpoint="last", repo_id="alice/shapes",
                         datasets=["alice/shapes-data"])
     card = ModelCard.load(result.out_dir / "README.md")
     values = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert values == {"miou": 0.71, "ap50": 0.8, "map": 0.45, "label_accuracy": 0.9, "parse_failure_rate": 0.05}
     assert card.data.datasets == ["alice/shapes-data"] and card.data.model_name == "alice/shapes"
-    assert "| mean box IoU | 0.100 | 0.710 |" in card.text and "| label accuracy | - | 0.900 |" in card.text
+    assert "| Metric | base model | mean-box baseline | fine-tuned |" in card.text
+    assert "| mean box IoU | 0.100 | 0.200 | 0.710 |" in card.text and "| label accuracy | - | - | 0.900 |" in card.text
+    assert "<summary>Full comparison</summary>\n\n| metric | fine-tuned |" in card.text
     assert 'MODEL = "alice/shapes"' in card.text
     info = read_run(run)
     real = card_data(replace(info, spec=get_spec("smolvlm-256m")), {"mode": "merged", "tasks": ["grounding"]},

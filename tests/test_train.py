@@ -62,6 +62,17 @@ def make_dataset(root: Path, frames: int = 8, val: int = 2, size: int = 64, seed
     return root
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Any:
+    """Tiny models gain nothing from a second thread; on a shared 2-core machine it mostly waits for the first."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("shapes") / "data")

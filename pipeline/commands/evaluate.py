@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _print_summary(result: Any) -> None:
     from ..eval_report import comparison_markdown
 
-    table = comparison_markdown(result.comparison, "evaluation", per_label=False)
+    named = {result.names.get(role, role): metrics for role, metrics in result.comparison.items()}
+    table = comparison_markdown(named, "evaluation", per_label=False)
     print("\n".join(table.splitlines()[2:]).rstrip())
     for note in result.notes:
         print(f"note: {note}")

@@ -201,9 +201,6 @@ def _missing_frames(data: dict) -> None:
     data["export_config"]["frame_indices"] = [e["frame_index"] for e in data["annotations"]]
 
 
-ONES = {"size": [96, 256], "counts": "0"}
-
-
 def _wrong_aspect(result: dict) -> None:
     from pipeline.masks import encode_rle
 
@@ -244,7 +241,8 @@ ZIP_CASES = [
     Case("case_collision", "annotations.json and ANNOTATIONS.json",
          _with_member([("ANNOTATIONS.json", b'{"annotations": []}')]), "(ignoring case and Unicode form)"),
     Case("unicode_collision", "images/café.png in NFC and NFD forms",
-         _with_member([("images/caf\u00e9.png", h.image_bytes("PNG")), ("images/cafe\u0301.png", h.image_bytes("PNG"))]),
+         _with_member([("images/caf\u00e9.png", h.image_bytes("PNG")),
+                       ("images/cafe\u0301.png", h.image_bytes("PNG"))]),
          "(ignoring case and Unicode form)"),
     Case("encrypted", "every member flagged as encrypted",
          _raw(lambda s: h.set_flag(s.demo_zip.read_bytes(), 0x1)), "is encrypted", app=True),
@@ -276,8 +274,10 @@ JSON_CASES = [
          "annotations.json has list; expected a SAM 2 demo export"),
     Case("wrong_type_entries", "every annotation entry is a number", _annotations(lambda d: {**d, "annotations": [1]}),
          "lacks an integer frame_index"),
-    Case("oversized_json", "a 600 MB COCO JSON (sparse file)", _big_json, "huge.json: JSON file is 572 MiB, over the 512"),
-    Case("rle_not_numbers", "every mask_rle is 'abc def'", _annotations(_each_object(lambda o: o.update(mask_rle="x y"))),
+    Case("oversized_json", "a 600 MB COCO JSON (sparse file)", _big_json,
+         "huge.json: JSON file is 572 MiB, over the 512"),
+    Case("rle_not_numbers", "every mask_rle is 'x y'",
+         _annotations(_each_object(lambda o: o.update(mask_rle="x y"))),
          "mask_rle is not a list of space-separated integers"),
     Case("rle_bad_counts", "every mask_rle has runs summing to 1000 (not a 256x256 grid)",
          _annotations(_each_object(lambda o: o.update(mask_rle="400 200 400"))),
@@ -302,7 +302,8 @@ MEDIA_CASES = [
          _coco(_renamed(".png", lambda p: h.png_header_only(100_000, 100_000))), "decompression bomb"),
     Case("tiff_frames", "COCO frames stored as TIFF", _coco(_renamed(".tif", lambda p: h.image_bytes("TIFF"))),
          "is TIFF data; only JPEG, PNG, WebP and BMP"),
-    Case("svg_frames", "COCO frames stored as SVG", _coco(_renamed(".svg", lambda p: h.SVG)), "is not a readable image"),
+    Case("svg_frames", "COCO frames stored as SVG", _coco(_renamed(".svg", lambda p: h.SVG)),
+         "is not a readable image"),
     Case("sav_mask_bomb", "SA-V folder whose mask PNGs claim 100000 x 100000 pixels", _sav_mask_bomb,
          "mask 00000.png is not a readable image (DecompressionBombError)"),
     Case("video_garbage", "a session video that is random bytes", _video(lambda s: os.urandom(4096)),
@@ -314,7 +315,8 @@ MEDIA_CASES = [
 CONFIG_CASES = [
     Case("every_zero", "convert --every 0", _config(["{zip}", "--video", "{video}", "--every", "0"]),
          "--every must be a positive integer (got 0)"),
-    Case("max_frames_negative", "convert --max-frames -3", _config(["{zip}", "--video", "{video}", "--max-frames", "-3"]),
+    Case("max_frames_negative", "convert --max-frames -3",
+         _config(["{zip}", "--video", "{video}", "--max-frames", "-3"]),
          "--max-frames must be a positive integer (got -3)"),
     Case("unknown_task", "convert --tasks telepathy", _config(["{zip}", "--video", "{video}", "--tasks", "telepathy"]),
          "unknown task(s)"),

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+import resource
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,14 +83,44 @@ def snapshot(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): (-1 if p.is_dir() else p.stat().st_size) for p in sorted(root.rglob("*"))}
 
 
-def run_cli(case: CaseFolder, verb: str, args: list[str], timeout: float = 240, **env: str) -> CliResult:
+def file_size_limit(limit: int | None) -> Callable[[], None] | None:
+    """A preexec function capping every file the child writes at `limit` bytes (RLIMIT_FSIZE: writes fail EFBIG)."""
+    if limit is None:
+        return None
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def run_cli(case: CaseFolder, verb: str, args: list[str], timeout: float = 240, max_file_bytes: int | None = None,
+            **env: str) -> CliResult:
     """`python -m pipeline VERB ARGS --out work/out` (train: --out work/run) with the case's TMPDIR and home."""
     out = ["--out", str(case.work / ("run" if verb == "train" else "out"))]
     argv = [sys.executable, "-m", "pipeline", verb, *args, *out]
     before = snapshot(case.root)
     proc = subprocess.run(argv, cwd=case.work, env=child_env(case.home, case.tmp, **env), capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, preexec_fn=file_size_limit(max_file_bytes))
     return CliResult([verb, *args], proc.returncode, proc.stdout, proc.stderr, before, snapshot(case.root))
+
+
+@contextmanager
+def small_disk(folder: Path, size: str = "2m") -> Iterator[str]:
+    """Mount a tmpfs of `size` on `folder` and yield "tmpfs"; where mounting is not permitted yield "rlimit" (the
+    caller then caps file sizes with RLIMIT_FSIZE instead). The tmpfs is unmounted afterwards.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = False
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("mount"):
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)],
+                              capture_output=True)
+        mounted = done.returncode == 0
+    try:
+        yield "tmpfs" if mounted else "rlimit"
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 def clean_failure_problems(result: CliResult, fragment: str) -> list[str]:
