@@ -71,7 +71,11 @@ def make_app(url: str | None = None, prefix: str | None = None) -> Any:
         worker_disable_prefetch=True, broker_connection_retry_on_startup=True, result_expires=7 * 86400,
         broker_transport_options={**options, "visibility_timeout": _visibility_timeout()},
         result_backend_transport_options=options, worker_hijack_root_logger=False, task_track_started=True)
-    app.task(name=TASK_NAME, bind=True)(_run_job_task)
+    import redis
+
+    # Redis unreachable before the job started: Celery sends the message again later (the claim makes it idempotent)
+    app.task(name=TASK_NAME, bind=True, autoretry_for=(redis.ConnectionError, redis.TimeoutError), retry_backoff=True,
+             retry_backoff_max=60, max_retries=30)(_run_job_task)
     return app
 
 
@@ -155,16 +159,35 @@ class JobSupervisor:
         except OSError as exc:
             return self._end(job, "failed", None, f"could not start {job['argv'][0]}: {exc}")
         rc, fenced = self._supervise(job, proc)
+        if rc != 0:
+            signal_group_after_exit(proc.pid)
+        return self._retrying(lambda: self._report(job, rc, fenced))
+
+    def _report(self, job: dict[str, Any], rc: int, fenced: bool) -> dict[str, Any]:
+        """Send the last lines, then the final status (or queue a retry of a resumable failure)."""
+        self._forward(None, strict=True)
         if fenced:  # someone settled this attempt meanwhile (lost heartbeat): its outcome is no longer ours
             return {"job_id": self.job_id, "attempt": self.attempt, "fenced": True, "exit_code": rc}
         final = self.jobs.get(self.job_id) or job
         status, error = decide_status(_as_job(final), rc)
-        if rc is not None and rc != 0:
-            signal_group_after_exit(proc.pid)
         if status == "interrupted" and final.get("cancel_requested") is None and \
                 int(final.get("retries") or 0) < int(final.get("max_retries") or 0):
             return self._retry(final, error)
         return self._end(final, status, rc, error)
+
+    def _retrying(self, call: Callable[[], Any], patience: float = 120.0) -> Any:
+        """Run `call`, retrying while Redis is unreachable (the trainer has ended: only its report is left)."""
+        import redis
+
+        end = time.monotonic() + patience
+        while True:
+            try:
+                return call()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.monotonic() > end:
+                    raise
+                log.warning("job %s: Redis unreachable (%s); retrying the report", self.job_id, exc)
+                time.sleep(1.0)
 
     def _claim(self, slots: list[int]) -> dict[str, Any] | None:
         job = self.jobs.get(self.job_id)
@@ -195,7 +218,7 @@ class JobSupervisor:
             out.flush()
             proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, close_fds=True, preexec_fn=_pdeathsig())
-        self.jobs.cas(self.job_id, "running", expect_attempt=self.attempt, pid=proc.pid)
+        self._safe(lambda: self.jobs.cas(self.job_id, "running", expect_attempt=self.attempt, pid=proc.pid), None)
         return proc
 
     def _supervise(self, job: dict[str, Any], proc: subprocess.Popen[bytes]) -> tuple[int, bool]:
@@ -219,7 +242,7 @@ class JobSupervisor:
                 except redis.RedisError as exc:
                     log.warning("job %s: Redis unreachable (%s); training goes on", self.job_id, exc)
                     current = {"status": "running", "attempt": self.attempt}
-                fenced = current.get("status") != "running" or current.get("attempt") != self.attempt
+                fenced = fenced or current.get("status") != "running" or current.get("attempt") != self.attempt
                 if stop_at is None and (fenced or current.get("cancel_requested") is not None):
                     write_stop_file(_as_job(job))
                     signal_group(proc.pid, None, signal.SIGTERM)
@@ -232,11 +255,11 @@ class JobSupervisor:
                 return rc, fenced
             time.sleep(self.poll)
 
-    def _forward(self, tail: ProgressTail) -> None:
-        """XADD the new progress lines (those above the stream's last seq); keeps them when Redis is down."""
+    def _forward(self, tail: ProgressTail | None, strict: bool = False) -> None:
+        """XADD the new progress lines (those above the stream's last seq); keeps them while Redis is down."""
         import redis
 
-        for event in tail.read():
+        for event in tail.read() if tail is not None else []:
             if not isinstance(event.get("seq"), int) or event["seq"] > self.seq_floor:
                 self.pending.append(event)
         if not self.pending:
@@ -244,6 +267,8 @@ class JobSupervisor:
         try:
             self.jobs.append(self.job_id, self.pending)
         except redis.RedisError as exc:
+            if strict:
+                raise
             log.warning("job %s: could not forward progress (%s); will retry", self.job_id, exc)
             return
         seqs = [e["seq"] for e in self.pending if isinstance(e.get("seq"), int)]

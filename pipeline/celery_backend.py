@@ -84,9 +84,17 @@ class CeleryBackend:
         return make_app(self.jobs.url, self.jobs.prefix)
 
     def _send(self, job_id: int, attempt: int, queue: str) -> None:
+        """Publish the task of a queued attempt; a job whose message cannot be sent fails instead of waiting forever."""
+        from kombu.exceptions import OperationalError
+
         from .celery_app import TASK_NAME
 
-        task_id = self._app().send_task(TASK_NAME, args=[job_id, attempt], queue=queue).id
+        try:
+            task_id = self._app().send_task(TASK_NAME, args=[job_id, attempt], queue=queue).id
+        except OperationalError as exc:
+            self.jobs.cas(job_id, "queued", "failed", expect_attempt=attempt, ended_at=time.time(),
+                          error=f"could not queue the job on {queue}: {exc}")
+            raise UserError(f"could not queue job {job_id} ({exc})") from None
         self.jobs.cas(job_id, ("queued", "running", *TERMINAL), task_id=str(task_id))
 
     # -- the backend interface ---------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ exports/<name>), so a remote caller can never point the studio at an arbitrary p
     service.convert_inputs([], "demo", sample=True)           # built-in sample -> STUDIO_HOME/datasets/demo
     service.split("demo", "random", "0.8,0.1,0.1", 42)
     job = service.start_training("demo", preset="quick_test", max_steps=3)
-    for view in service.watch_job(job["job_id"]): print(view["status"], view["step"], view["total_steps"])
+    for view in service.watch_job(job["job_id"]): print(view.status, view.step, view.total_steps)
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ MAX_YAML_BYTES = 64 * 1024
 PALETTE = [(230, 40, 40), (40, 190, 70), (40, 90, 235), (250, 205, 30), (205, 50, 205), (30, 205, 215),
            (255, 128, 0), (128, 64, 255)]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_LOCK = threading.Lock()
+_LOCK = threading.Lock()  # the backends table
+_SAMPLE_LOCK = threading.Lock()
+_HARDWARE_LOCK = threading.Lock()
 _BACKENDS: dict[Path, LocalBackend] = {}
 _MODE = {"scheduler": "process"}
 _HARDWARE: dict[str, Any] = {}
@@ -106,7 +108,7 @@ def start_scheduler() -> LocalBackend:
 
 def hardware() -> Any:
     """The detected training hardware (probed once per process; importing torch takes a few seconds)."""
-    with _LOCK:
+    with _HARDWARE_LOCK:
         if "hw" not in _HARDWARE:
             from .hardware import detect_hardware
 
@@ -132,7 +134,7 @@ def ensure_sample() -> Path:
     from .sample import generate_sample
 
     folder = studio_home() / SAMPLE_NAME
-    with _LOCK:
+    with _SAMPLE_LOCK:
         if not (folder / "sample_truth.json").is_file():
             shutil.rmtree(folder, ignore_errors=True)
             generate_sample(folder, **SAMPLE_OPTIONS)
@@ -692,10 +694,12 @@ def evaluate(run_id: str, checkpoint: str = "best", split_name: str = "test", li
 
     result = evaluate_run(_run_dir(run_id), split=split_name or "test", limit=int(limit) if limit else None,
                           checkpoint=checkpoint or "best", batch_size=8)
-    columns = list(result.comparison)
-    rows = [[key, *[_round(result.comparison[c].get(key)) for c in columns]] for key in METRIC_KEYS
-            if any(result.comparison[c].get(key) is not None for c in columns)]
-    info = {"run_id": run_id, "checkpoint": checkpoint, "split": split_name, "columns": ["metric", *columns],
+    roles = list(result.comparison)  # model (fine-tuned), base, baseline
+    names = getattr(result, "names", None) or {}
+    rows = [[key, *[_round(result.comparison[r].get(key)) for r in roles]] for key in METRIC_KEYS
+            if any(result.comparison[r].get(key) is not None for r in roles)]
+    info = {"run_id": run_id, "checkpoint": checkpoint, "split": split_name,
+            "columns": ["metric", *[names.get(r, r) for r in roles]],
             "rows": rows, "metrics": {k: _round(v) for k, v in result.metrics.items() if _plain(v)},
             "notes": result.notes}
     return info, _gallery(Path(result.out) / "gallery" / "worst")

@@ -65,9 +65,10 @@ def build() -> dict[str, Any]:
                 sample_btn = gr.Button("Load the built-in sample", variant="primary", elem_id="load-sample")
                 sample = gr.Checkbox(False, label="Use the built-in sample", elem_id="use-sample")
                 detected = gr.JSON(label="Detected format", open=True, max_height=260)
-        preview = gr.Gallery(label="Preview: masks and boxes", columns=4, height=260, elem_id="data-preview")
+        preview = gr.Gallery(label="Preview: masks and boxes", columns=4, height=260, elem_id="data-preview",
+                             object_fit="contain")
         with gr.Row():
-            thumbs = gr.Gallery(label="Objects (thumbnails)", columns=6, height=180, scale=1)
+            thumbs = gr.Gallery(label="Objects (thumbnails)", columns=6, height=180, scale=1, object_fit="contain")
             labels = gr.Dataframe(headers=LABEL_HEADERS, datatype=["number", "str", "str"], type="array",
                                   column_count=3, interactive=True, scale=2,
                                   label="Label editor: type a name per object id (blank keeps the export's label)")

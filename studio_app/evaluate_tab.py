@@ -47,10 +47,12 @@ def build() -> dict[str, Any]:
             split = gr.Radio(["test", "val", "train"], value="test", label="Split")
             limit = gr.Number(32, precision=0, label="At most N examples (0: all)")
         evaluate_btn = gr.Button("Evaluate", variant="primary", elem_id="evaluate")
-        info = gr.JSON(label="Evaluation", open=False)
+        with gr.Accordion("Evaluation (JSON)", open=False):
+            info = gr.JSON(label="Evaluation")
         table = gr.Dataframe(label="Metrics: fine-tuned vs base vs baseline", interactive=False,
                              elem_id="eval-metrics")
-        gallery = gr.Gallery(label="Worst examples first (truth green, prediction red)", columns=4, height=420)
+        gallery = gr.Gallery(label="Worst examples first (truth green, prediction red)", columns=4, height=420,
+                             object_fit="contain", elem_id="eval-gallery")
 
     tab.select(refresh_runs, run, run, api_visibility="private")
     run.change(refresh_checkpoints, run, checkpoint, api_visibility="private")

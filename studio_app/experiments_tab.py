@@ -56,7 +56,8 @@ def build() -> dict[str, Any]:
         with gr.Row():
             chosen = gr.Dropdown([], multiselect=True, label="Compare runs", allow_custom_value=True)
             compare_btn = gr.Button("Compare")
-        compare_json = gr.JSON(label="Comparison", open=False)
+        with gr.Accordion("Comparison (JSON)", open=False):
+            compare_json = gr.JSON(label="Comparison")
         diff = gr.Markdown(label="diff")
         with gr.Row():
             loss_plot = gr.Plot(label="Loss")

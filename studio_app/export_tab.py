@@ -53,7 +53,8 @@ def build() -> dict[str, Any]:
             mode = gr.Radio(["adapter", "merged"], value="adapter", label="Export as")
             checkpoint = gr.Dropdown(["best", "last"], value="best", label="Checkpoint", allow_custom_value=True)
             export_btn = gr.Button("Export", variant="primary", elem_id="export")
-        result = gr.JSON(label="Export", open=False)
+        with gr.Accordion("Export (JSON)", open=False):
+            result = gr.JSON(label="Export")
         download = gr.File(label="Download (zip)", interactive=False, elem_id="export-zip")
         with gr.Accordion("Model card (README.md)", open=True):
             card = gr.Markdown(elem_id="model-card", label="model card")

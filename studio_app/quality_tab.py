@@ -38,9 +38,10 @@ def build() -> dict[str, Any]:
                                   allow_custom_value=True)
             refresh = gr.Button("↻", scale=0, min_width=50)
             validate_btn = gr.Button("Run the quality report", variant="primary", elem_id="validate", scale=1)
-        report_json = gr.JSON(label="Summary and findings", open=False)
+        with gr.Accordion("Summary and findings (JSON)", open=False):
+            report_json = gr.JSON(label="Summary and findings")
         report_md = gr.Markdown(elem_id="quality-report", label="report")
-        plots = gr.Gallery(label="Plots", columns=2, height=360)
+        plots = gr.Gallery(label="Plots", columns=2, height=360, object_fit="contain")
         files = gr.File(label="Report files", file_count="multiple", interactive=False)
         gr.Markdown("### Split")
         with gr.Row():
@@ -49,7 +50,8 @@ def build() -> dict[str, Any]:
             ratios = gr.Textbox("0.8,0.1,0.1", label="Ratios train,val,test")
             seed = gr.Number(42, precision=0, label="Seed")
             split_btn = gr.Button("Split", variant="primary", elem_id="split")
-        split_json = gr.JSON(label="Split statistics", open=False)
+        with gr.Accordion("Split statistics (JSON)", open=False):
+            split_json = gr.JSON(label="Split statistics")
         split_plot = gr.Plot(label="Label share per split", elem_id="split-plot")
 
     refresh_event = {"fn": lambda current: gr.update(choices=service.list_datasets(), value=current),

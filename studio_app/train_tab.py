@@ -41,12 +41,19 @@ def apply_fields(text: str, model: str, *values: Any) -> str:
 
 
 @guarded
-def import_yaml(path: str | None, model: str) -> tuple[Any, ...]:
-    """Load an uploaded YAML config into the editor and the form."""
+def import_yaml(path: str | None) -> tuple[Any, ...]:
+    """Load an uploaded YAML config into the editor, the model choice and the form."""
     if not path:
-        return (gr.skip(),) * (1 + len(service.FORM_FIELDS))
-    cfg = service.training_config(None, None, service.DEFAULT_PRESET, Path(path).read_text(encoding="utf-8"))
-    return service.config_yaml(cfg), *service.form_values(cfg).values()
+        return (gr.skip(),) * (2 + len(service.FORM_FIELDS))
+    name = Path(path).name
+    if Path(path).stat().st_size > service.MAX_YAML_BYTES:
+        raise gr.Error(f"{name}: a config YAML is at most {service.MAX_YAML_BYTES // 1024} KiB")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise gr.Error(f"{name}: not a UTF-8 text file") from None
+    cfg = service.training_config(None, None, service.DEFAULT_PRESET, text)
+    return service.config_yaml(cfg), cfg.model.name, *service.form_values(cfg).values()
 
 
 @guarded
@@ -187,12 +194,12 @@ def build() -> dict[str, Any]:
     watch_out = [view_json, progress, stats, loss_plot, lr_plot, log_tail, from_seq]
     jobs_btn.click(list_jobs, None, jobs, api_name="list_jobs")  # public names first: private duplicates get suffixes
     config_out = [text, *fields]
-    for trigger in (preset.change, model.change):
+    for trigger in (preset.input, model.input):  # user choices only: an imported YAML sets the model itself
         trigger(load_preset, [preset, model], config_out, api_visibility="private")
     gr.on([f.input for f in fields], apply_fields, [text, model, *fields], text, api_visibility="private")
     gr.on([text.change, dataset.change], estimate_memory, [model, preset, text, dataset],
           [memory_json, memory_md, check_md], api_name="estimate_memory", trigger_mode="always_last")
-    upload.upload(import_yaml, [upload, model], config_out, api_visibility="private")
+    upload.upload(import_yaml, upload, [text, model, *fields], api_visibility="private")
     download_btn.click(export_yaml, [text, model], download, api_visibility="private")
     watch = watch_btn.click(watch_job, [job_id, from_seq], watch_out, api_name="watch_job", concurrency_limit=None)
     max_steps = fields[service.FORM_FIELDS.index("training.max_steps")]

@@ -313,13 +313,13 @@ def test_worker_killed_mid_job_is_interrupted_then_resumed_elsewhere(fleet: tupl
     lost = wait_for(lambda: (j := backend.get(job.id)).status != "running" and j, "the heartbeat to expire")
     assert lost.status == "interrupted" and "stopped sending heartbeats" in lost.error
     assert backend.store.get_experiment(job.run_id).status == "interrupted"
-    replacement = workers.start("w3")  # the fleet keeps two slots for the next test
     resumed = backend.resume(job.id)
     assert resumed.attempt == 2 and "--resume" in resumed.argv
     events = follow(backend, job.id)
     done = backend.get(job.id)
-    assert (done.status, done.attempt) == ("succeeded", 2) and done.worker not in (running.worker, None)
-    assert done.worker in (replacement, *[n for n in workers.procs if n != replacement])
+    assert (done.status, done.attempt) == ("succeeded", 2) and done.worker in workers.procs
+    assert done.worker != running.worker
+    workers.start("w3")  # two slots again for the next test
     log_steps = [e["step"] for e in file_events(done.run_dir) if e.get("event") == "log"]
     resume = next(e for e in file_events(done.run_dir) if e["event"] == "resume")
     assert resume["resumed_from"] >= 2 and log_steps[-1] == 8 and set(log_steps) == set(range(1, 9))

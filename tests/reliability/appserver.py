@@ -57,7 +57,7 @@ class AppServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the app exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
-            if "ready in" in self.log_text():
+            if "SAM2 VLM Studio ready" in self.log_text():
                 try:
                     with urllib.request.urlopen(self.url, timeout=5) as response:
                         if response.status == 200:

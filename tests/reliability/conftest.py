@@ -83,3 +83,11 @@ def live_app(tmp_path_factory: pytest.TempPathFactory, hub: Any) -> Iterator[Any
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def app_scenario(live_app: Any, sample: Sample) -> Any:
+    """Three gradio_client users at once on the live app (scenario.py): convert, submit, watch, cancel, resume."""
+    from . import scenario
+
+    return scenario.run(live_app, sample)
