@@ -32,8 +32,9 @@ DEFAULT_MODEL = "tiny-smolvlm"
 DEFAULT_PRESET = "cpu_demo"
 DEFAULT_TASKS = ("grounding",)
 SAMPLE_NAME = "sample"
-# The built-in sample the app generates on demand: two demo-export sessions, every other frame annotated.
-SAMPLE_OPTIONS: dict[str, Any] = {"frames": 240, "videos": 2, "width": 128, "height": 72, "export_every": 2, "seed": 0}
+# The built-in sample the app generates on demand: four demo-export sessions (so a temporal split has a video for
+# each of train / val / test), every other frame annotated.
+SAMPLE_OPTIONS: dict[str, Any] = {"frames": 120, "videos": 4, "width": 128, "height": 72, "export_every": 2, "seed": 0}
 FORM_FIELDS = ("training.method", "training.max_steps", "training.epochs", "training.batch_size",
                "training.grad_accum", "training.learning_rate", "training.scheduler", "lora.r", "lora.alpha",
                "data.max_length", "training.save_steps", "training.logging_steps")

@@ -426,14 +426,14 @@ def _callbacks(cfg: TrainConfig, plan: Plan, writer: Any, world: int) -> dict[st
         if plan.checkpoint is not None:
             early.load(cb.load_studio_state(plan.checkpoint).get("early_stopping") or {})
     base = None if t.method == "full" else plan.spec.hub_id
-    return {  # progress last: it sees checkpoint and evaluation work as finished
+    return {  # cancel before checkpoint (its save gets the disk check); progress last (sees saves finished)
         "tensorboard": cb.TensorBoardCallback(plan.run / "tb", t.histogram_steps),
+        "cancel": cb.CancelCallback(plan.run, world),
         "checkpoint": cb.CheckpointCallback(
             plan.run, writer, keep=t.keep_checkpoints, metric=t.best_metric, mode=t.best_mode,
             min_free_bytes=int(cfg.hardware.min_free_disk_gb * 2**30), base_model=base,
             on_saved=lambda folder: cb.save_studio_state(folder, early)),
         "early": early,
-        "cancel": cb.CancelCallback(plan.run, world),
         "progress": cb.RunProgressCallback(writer, cb.Throughput(), world),
     }
 

@@ -135,7 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
         if who is None:
             return self._send(401, {"error": "Invalid credentials in Authorization header"})
         if path == "/api/whoami-v2":
-            return self._send(200, {"type": "user", "name": who[0], "orgs": [{"name": o} for o in self.hub.orgs],
+            return self._send(200, {"type": "user", "name": who[0], "fullname": who[0], "avatarUrl": "",
+                                    "orgs": [{"name": o} for o in self.hub.orgs],
                                     "auth": {"type": "access_token", "accessToken": {"role": who[1]}}})
         match = REPO_PATH.match(path)
         repo = self.hub.repos.get(f"{match.group(1)}/{match.group(2)}") if match else None

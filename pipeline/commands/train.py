@@ -84,17 +84,26 @@ def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     if args.check:
         return _check(cfg)
+    return _train(cfg, args.resume)
+
+
+def _train(cfg: Any, resume: bool) -> int:
     from ..train import dist_info, run_training
 
     rank, world = dist_info()
     try:
-        result = run_training(cfg, resume=args.resume)
-    except (UserError, KeyboardInterrupt):
+        result = run_training(cfg, resume=resume)
+    except UserError as exc:
+        lines = str(exc).splitlines()
+        if len(lines) > 1:  # e.g. a loader's OSError text: keep the one-line contract
+            raise UserError(lines[0]) from None
         raise
-    except Exception as exc:  # the traceback is in RUN/train.log
-        hint = " (out of memory: lower batch size or max length, or use qlora)" if "out of memory" in str(exc) else ""
-        print(f"error: training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-              f"{hint}; see {Path(cfg.training.output_dir) / 'train.log'}", file=sys.stderr)
+    except Exception as exc:  # once training started, the traceback is in RUN/train.log
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        hint = "; out of memory: lower batch size or max length, or use qlora" if "out of memory" in str(exc) else ""
+        log = Path(cfg.training.output_dir) / "train.log"
+        where = f"; see {log}" if log.is_file() else ""
+        print(f"error: training failed: {type(exc).__name__}: {text}{hint}{where}", file=sys.stderr)
         return 1
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
     print(f"rank {rank}/{world}: {result.status} step={result.step}/{result.total_steps} loss={loss} "

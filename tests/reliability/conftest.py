@@ -27,8 +27,10 @@ def describe(item: pytest.Item) -> str:
     if case is not None:
         via = "app API" if "app" in item.module.__name__ else f"CLI `{case.verb}`"
         return f"{case.what} ({via}): one line with `{case.expect}`, nothing left behind"
-    doc = (getattr(item, "function", None).__doc__ or "").strip()
-    return " ".join(doc.split("\n\n")[0].split()) or item.name
+    doc = " ".join((getattr(item, "function", None).__doc__ or "").strip().split("\n\n")[0].split()) or item.name
+    extra = [v[1] if isinstance(v, tuple) else v for v in params.values()
+             if isinstance(v, str) or (isinstance(v, tuple) and len(v) > 1 and isinstance(v[1], str))]
+    return f"{doc} [{'; '.join(f'`{e}`' if e.startswith('/') else e for e in extra)}]" if extra else doc
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -74,8 +76,9 @@ def hub() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def live_app(tmp_path_factory: pytest.TempPathFactory, hub: Any) -> Iterator[Any]:
     """`python app.py` on a free loopback port with a private STUDIO_HOME, TMPDIR and gradio cache (see appserver)."""
-    pytest.importorskip("studio_app.launch", reason="the app (studio_app) is not in this tree yet")
-    from .appserver import AppServer
+    from .appserver import AppServer, require_app
+
+    require_app()
 
     server = AppServer(tmp_path_factory.mktemp("live_app"), hub_endpoint=hub.endpoint)
     try:

@@ -17,7 +17,7 @@ from .appserver import AppServer
 from .hostile import Sample
 
 USERS = 3
-MAX_STEPS = 12
+MAX_STEPS = 16
 CANCEL_AT = 2
 LABELS = {"headers": ["object id", "label in export", "name"], "data": [], "metadata": None}
 
@@ -44,6 +44,7 @@ class Scenario:
     resumed: dict[str, Any] = field(default_factory=dict)
     resume_watch: Watch = field(default_factory=Watch)
     running_counts: list[int] = field(default_factory=list)
+    checkpoints_when_cancelled: dict[str, str | None] = field(default_factory=dict)
     job_rows: list[list[Any]] = field(default_factory=list)
 
     @property
@@ -125,6 +126,7 @@ def run(server: AppServer, sample: Sample) -> Scenario:
             scenario.cancelled_queued = [clients[k].predict(scenario.submitted[k]["job_id"], api_name="/cancel_job")
                                          for k in range(1, USERS)]
             scenario.watches = [w.result(timeout=600) for w in watchers]
+        scenario.checkpoints_when_cancelled = _checkpoints(server.home / "runs" / scenario.run_id)
         scenario.resumed, _ = clients[0].predict(job0, api_name="/resume_job")
         scenario.resume_watch = watch(clients[0], job0, scenario.watches[0].last_seq)
         scenario.job_rows = clients[0].predict(api_name="/list_jobs")["data"]
@@ -133,3 +135,9 @@ def run(server: AppServer, sample: Sample) -> Scenario:
         monitor.join(timeout=10)
     return scenario
 
+
+def _checkpoints(run: Any) -> dict[str, str | None]:
+    """checkpoint-N folder -> what is wrong with it (None: complete and valid)."""
+    from pipeline.callbacks import check_manifest
+
+    return {path.name: check_manifest(path) for path in sorted(run.glob("checkpoint-*"))}

@@ -12,6 +12,7 @@ import pytest
 
 from .cases import CASES, Case
 from .hostile import Sample
+from .scenario import LABELS
 
 APP_CASES = [c for c in CASES if c.app]
 
@@ -35,8 +36,8 @@ def test_app_refuses_bad_uploads_cleanly(case: Case, live_app: Any, sample: Samp
     log_start = len(live_app.log_text())
     name = f"bad-{case.id}".replace("_", "-")
     with pytest.raises(AppError) as refused:
-        client.predict([handle_file(p) for p in uploads], False, name, None, ["grounding"], "tiny-smolvlm", 1, False,
-                       api_name="/convert")
+        client.predict([handle_file(p) for p in uploads], False, name, LABELS, ["grounding"], "tiny-smolvlm", 1,
+                       False, api_name="/convert")
     message = str(refused.value)
     assert case.expect in message and "\n" not in message.strip(), message
     assert f"{Path(uploads[0]).name}: " in message, "the message names the uploaded file"

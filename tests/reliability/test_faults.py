@@ -295,3 +295,26 @@ def test_training_that_dies_on_its_first_step_is_failed_with_its_error(tmp_path:
     run = Path(failed.run_dir)
     assert [e["event"] for e in events(run)] == ["start", "error", "end"]
     assert not list(run.glob("checkpoint-*")) and not (run / "adapter").exists()
+
+
+# -- cancel then resume, through the app ----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_cancel_then_resume_through_the_app(app_scenario: Any, live_app: Any) -> None:
+    """A user cancels a running job after step 2 (it stops with a valid checkpoint, status cancelled), resumes it
+    (attempt 2) and watches from the last seq seen: training continues right after that checkpoint to the end."""
+    from .scenario import CANCEL_AT, MAX_STEPS
+
+    run = live_app.home / "runs" / app_scenario.run_id
+    ev = events(run)
+    stopped = next(e for e in ev if e["event"] == "end")
+    assert app_scenario.cancel_running["status"] == "running" and stopped["status"] == "cancelled"
+    assert CANCEL_AT <= stopped["step"] < MAX_STEPS
+    assert app_scenario.checkpoints_when_cancelled == {f"checkpoint-{stopped['step']}": None}
+    assert (app_scenario.resumed["status"], app_scenario.resumed["attempt"]) == ("queued", 2)
+    follow = app_scenario.resume_watch
+    assert follow.error is None and follow.views[-1]["status"] == "succeeded" and follow.views[-1]["attempt"] == 2
+    assert min(v["seq"] for v in follow.views) > app_scenario.watches[0].last_seq - 1, "the stream went on, no replay"
+    resume = next(e for e in ev if e["event"] == "resume")
+    assert resume["resumed_from"] == stopped["step"]
+    assert logged_steps_after(run, resume["seq"]) == list(range(stopped["step"] + 1, MAX_STEPS + 1))
+    assert ev[-1]["status"] == "succeeded" and ev[-1]["step"] == MAX_STEPS
