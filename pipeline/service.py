@@ -32,9 +32,9 @@ DEFAULT_MODEL = "tiny-smolvlm"
 DEFAULT_PRESET = "cpu_demo"
 DEFAULT_TASKS = ("grounding",)
 SAMPLE_NAME = "sample"
-# The built-in sample the app generates on demand: four demo-export sessions (so a temporal split has a video for
-# each of train / val / test), every other frame annotated.
-SAMPLE_OPTIONS: dict[str, Any] = {"frames": 120, "videos": 4, "width": 128, "height": 72, "export_every": 2, "seed": 0}
+# Options of the built-in sample the app generates on demand; empty: the offline demo's own (pipeline/demo.py: enough
+# short videos for a temporal split and for the tiny model to learn boxes).
+SAMPLE_OPTIONS: dict[str, Any] = {}
 FORM_FIELDS = ("training.method", "training.max_steps", "training.epochs", "training.batch_size",
                "training.grad_accum", "training.learning_rate", "training.scheduler", "lora.r", "lora.alpha",
                "data.max_length", "training.save_steps", "training.logging_steps")
@@ -130,36 +130,44 @@ class Inputs:
     labels: dict[int, str] = field(default_factory=dict)
 
 
-def ensure_sample() -> Path:
-    """The built-in sample in STUDIO_HOME/sample, generated on first use (a few seconds)."""
+def sample_options() -> dict[str, Any]:
+    """The generator options of the built-in sample."""
+    from .demo import SAMPLE_OPTIONS as DEMO_SAMPLE
+
+    return dict(SAMPLE_OPTIONS or DEMO_SAMPLE)
+
+
+def ensure_sample(progress: bool = False) -> Path:
+    """The built-in sample in STUDIO_HOME/sample, generated on first use (seconds; a tqdm bar when `progress`)."""
     from .sample import generate_sample
 
     folder = studio_home() / SAMPLE_NAME
     with _SAMPLE_LOCK:
         if not (folder / "sample_truth.json").is_file():
             shutil.rmtree(folder, ignore_errors=True)
-            generate_sample(folder, **SAMPLE_OPTIONS)
+            generate_sample(folder, **sample_options(), progress=progress)
     return folder
 
 
-def sample_inputs() -> Inputs:
+def sample_inputs(progress: bool = False) -> Inputs:
     """The sample's SAM 2 demo exports with their source videos and the real names of the objects."""
     from .sources.labels import load_labels
 
-    folder = ensure_sample()
+    folder = ensure_sample(progress)
     labels = folder / "labels.json"
     return Inputs(annotations=sorted(folder.glob("sam2_export_*.zip")), videos=sorted(folder.glob("session_*.mp4")),
                   labels_file=labels, labels=load_labels(labels))
 
 
 @contextmanager
-def staged_inputs(files: Sequence[str | Path] | None, sample: bool = False) -> Iterator[Inputs]:
+def staged_inputs(files: Sequence[str | Path] | None, sample: bool = False, progress: bool = False,
+                  ) -> Iterator[Inputs]:
     """Sort uploads into annotations / videos / frames / labels; frames are gathered into one temporary folder."""
     from .sources.common import IMAGE_SUFFIXES, VIDEO_SUFFIXES
     from .sources.labels import load_labels
 
     if sample:
-        yield sample_inputs()
+        yield sample_inputs(progress)
         return
     paths = [Path(f) for f in files or [] if f]
     if not paths:
@@ -199,22 +207,24 @@ def _link(source: Path, target: Path) -> None:
 
 
 # -- Data tab ---------------------------------------------------------------------------------------------------
-def detect_inputs(files: Sequence[str | Path] | None, sample: bool = False, preview: int = 8,
+def detect_inputs(files: Sequence[str | Path] | None, sample: bool = False, preview: int = 8, progress: bool = False,
                   ) -> tuple[dict[str, Any], list[tuple[Any, str]], list[tuple[Any, str]]]:
     """(what was recognised, preview frames with masks and boxes drawn, one thumbnail per object)."""
     from .ingest import detect
 
-    with staged_inputs(files, sample) as inputs:
+    with staged_inputs(files, sample, progress) as inputs:
         found = [detect(path) for path in inputs.annotations]
         info: dict[str, Any] = {
             "inputs": [{"file": f.path.name, "format": f.format, "details": f.details} for f in found],
             "videos": [v.name for v in inputs.videos], "frames": inputs.image_count,
             "labels_file": inputs.labels_file.name if inputs.labels_file else None, "sample": sample}
         shots, objects, problems = _preview_frames(inputs, preview)
+    for oid in inputs.labels.keys() - objects.keys():  # named in labels.json but not in the previewed frames
+        objects[oid] = {"label": "", "frames": 0, "thumb": None}
     info["objects"] = [{"object_id": oid, "label": o["label"], "name": inputs.labels.get(oid, ""),
                         "frames": o["frames"]} for oid, o in sorted(objects.items())]
     info["problems"] = problems
-    thumbs = [(o["thumb"], f"{oid}: {o['label']}") for oid, o in sorted(objects.items())]
+    thumbs = [(o["thumb"], f"{oid}: {o['label']}") for oid, o in sorted(objects.items()) if o["thumb"] is not None]
     return info, shots, thumbs
 
 
@@ -224,8 +234,10 @@ def _preview_frames(inputs: Inputs, limit: int) -> tuple[list[tuple[Any, str]], 
     options = ReadOptions(videos=tuple(inputs.videos), images=inputs.images,
                           single_input=len(inputs.annotations) == 1)
     log, shots, objects = IssueLog(), [], {}
-    per_input = max(1, limit // max(1, len(inputs.annotations)))
+    per_input = max(2, -(-limit // max(1, len(inputs.annotations))))
     for path in inputs.annotations:
+        if len(shots) >= limit:
+            break  # enough to look at; opening every export of a large upload would only cost time
         with open_source(path, options, log) as src:
             plan, start = {vid: idx for vid, idx in src.plan().items() if idx}, len(shots)
             for vid, indices in plan.items():
@@ -319,7 +331,7 @@ def convert_inputs(files: Sequence[str | Path] | None, name: str, *, sample: boo
     out = home_dir("datasets") / name
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"a dataset named {name!r} already exists: choose another name or tick 'replace'")
-    with staged_inputs(files, sample) as inputs:
+    with staged_inputs(files, sample, progress) as inputs:
         names = {**inputs.labels, **(labels or {})}
         summary = convert(inputs.annotations, out, video=inputs.videos, images=inputs.images, labels=names or None,
                           convention=resolve_convention(family or DEFAULT_MODEL), tasks=list(tasks or DEFAULT_TASKS),

@@ -28,9 +28,10 @@ def _suggest_name(info: dict[str, Any]) -> str:
 
 
 @guarded
-def detect_format(files: list[str] | None, sample: bool) -> tuple[Any, ...]:
+def detect_format(files: list[str] | None, sample: bool, progress: gr.Progress = TRACK_TQDM) -> tuple[Any, ...]:
     """Recognise the uploads (or the sample): formats, preview with masks and boxes, the objects to name."""
-    info, shots, thumbs = service.detect_inputs(files, sample=bool(sample))
+    progress(0, desc="generating the built-in sample (first time only)" if sample else "reading the uploads")
+    info, shots, thumbs = service.detect_inputs(files, sample=bool(sample), progress=True)
     rows = [[o["object_id"], o["label"], o["name"]] for o in info["objects"]]
     return info, shots, thumbs, rows, _suggest_name(info)
 

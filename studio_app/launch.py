@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -31,11 +33,19 @@ def parse_auth(value: str | None) -> list[tuple[str, str]] | None:
     return pairs
 
 
+def _port(value: str | None) -> int:
+    if not value:
+        return DEFAULT_PORT
+    if not value.strip().isdigit() or not 0 < int(value) < 65536:
+        raise UserError(f"GRADIO_SERVER_PORT must be a port number (got {value!r})")
+    return int(value)
+
+
 def launch_kwargs(**overrides: Any) -> dict[str, Any]:
     """Everything passed to Blocks.launch(): safe defaults, the environment, then `overrides`."""
     settings: dict[str, Any] = {
         "server_name": os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST,
-        "server_port": int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT),
+        "server_port": _port(os.environ.get("GRADIO_SERVER_PORT")),
         "auth": parse_auth(os.environ.get("STUDIO_AUTH")),
         "max_file_size": os.environ.get("STUDIO_MAX_FILE_SIZE") or DEFAULT_MAX_FILE_SIZE,
         "allowed_paths": service.download_paths(),  # export zips and quality reports, nothing else
@@ -72,14 +82,27 @@ def serve(**overrides: Any) -> tuple[Any, str]:
     return demo, url
 
 
+def _warm_sample() -> None:
+    try:
+        service.ensure_sample()
+    except Exception:  # noqa: BLE001 - the Data tab generates it again on demand and reports any problem
+        logging.getLogger("studio_app").exception("could not generate the built-in sample in the background")
+
+
 def main() -> None:
     """`python app.py`: start the job scheduler thread (stale jobs become interrupted), build the UI and serve it."""
     started = time.monotonic()
     from .ui import build_ui
 
+    try:
+        launch_kwargs()  # a bad STUDIO_AUTH or port is one error line, before anything starts
+    except UserError as exc:
+        raise SystemExit(f"error: {exc}") from None
     service.start_scheduler()
     demo = build_ui()
     launch(demo, prevent_thread_lock=True)
     print(f"SAM2 VLM Studio ready: {time.monotonic() - started:.1f} s to build and launch, {time.process_time():.1f} s "
           f"of CPU since the process started (STUDIO_HOME={service.studio_home()})", flush=True)
+    # the built-in sample takes seconds to generate: make it while the first visitor reads the page
+    threading.Thread(target=_warm_sample, name="studio-sample", daemon=True).start()
     demo.block_thread()

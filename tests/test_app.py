@@ -57,6 +57,9 @@ def test_launch_settings_defaults_env_and_auth(monkeypatch: pytest.MonkeyPatch, 
     assert parse_auth("a:b, c:d") == [("a", "b"), ("c", "d")]
     with pytest.raises(UserError, match="user:password"):
         parse_auth("nopassword")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "http")
+    with pytest.raises(UserError, match="GRADIO_SERVER_PORT"):
+        launch_kwargs()
 
 
 def test_handlers_turn_user_errors_into_gradio_errors() -> None:
@@ -117,7 +120,7 @@ def dataset(client: Any) -> str:
     """sample -> detect -> convert -> validate -> split through the API; the dataset name."""
     info, _, _, labels, name = client.predict([], True, api_name="/detect_format")
     assert info["inputs"][0]["format"] == "sam2_demo_zip" and name == "sample"
-    assert [row[2] for row in labels["data"]] == ["circle", "square", "triangle"][: len(labels["data"])]
+    assert [row[2] for row in labels["data"]] == ["circle", "square", "triangle", "star"][: len(labels["data"])]
     labels["data"][0][2] = "ball"
     summary = client.predict([], True, "api-demo", labels, ["grounding"], "tiny-smolvlm", 1, False,
                              api_name="/convert")

@@ -214,7 +214,8 @@ ZIP_CASES = [
          _raw(lambda s: s.demo_zip.read_bytes()[: int(s.demo_zip.stat().st_size * 0.6)]),
          "truncated or corrupt ZIP archive", app=True),
     Case("corrupt_zip", "flipped bytes inside annotations.json's deflate stream",
-         _raw(lambda s: h.corrupt_member(s.demo_zip.read_bytes(), "annotations.json")), "member 'annotations.json': "),
+         _raw(lambda s: h.corrupt_member(s.demo_zip.read_bytes(), "annotations.json")),
+         "member 'annotations.json': corrupt compressed data"),
     Case("slip_dotdot", "zip slip: member ../reliability-escape", _with_member([(f"../{ESCAPE}", h.EVIL)]),
          "'..' in path (path traversal)", app=True),
     Case("slip_absolute", "zip slip: absolute member /tmp/reliability-escape",
@@ -267,6 +268,16 @@ ZIP_CASES = [
          "unsupported image format '.tif'"),
 ]
 
+VALIDATE_CASES = [  # validate converts a raw export into a temporary folder first: the same refusals, no report
+    Case("validate_not_a_zip", "validate of a text file named .zip", _raw(lambda s: b"not a zip\n"),
+         "export.zip: not a ZIP archive", verb="validate"),
+    Case("validate_zip_slip", "validate of an export with a ../ member", _with_member([(f"../{ESCAPE}", h.EVIL)]),
+         "'..' in path (path traversal)", verb="validate"),
+    Case("validate_png_bomb", "validate of an export with a PNG bomb in images/",
+         _with_member([("images/frame_000099.png", h.png_header_only(100_000, 100_000))]),
+         "image is over the pixel limit of 80000000", verb="validate"),
+]
+
 JSON_CASES = [
     Case("malformed_json", "annotations.json cut mid-document", _annotations(lambda d: None, raw='{"annotations": ['),
          "annotations.json is not valid JSON (line 1", app=True),
@@ -283,7 +294,7 @@ JSON_CASES = [
          _annotations(_each_object(lambda o: o.update(mask_rle="400 200 400"))),
          "runs cover 1000 pixels, not a 256x256 grid"),
     Case("rle_negative", "every mask_rle has a negative run", _annotations(
-        _each_object(lambda o: o.update(mask_rle="65000 -10 546"))), "mask_rle"),
+        _each_object(lambda o: o.update(mask_rle="65000 -10 546"))), "mask_rle negative run length"),
     Case("coco_rle_malformed", "stream masks with a malformed compressed-RLE string",
          _stream(lambda r: r.update(mask={"size": [48, 64], "counts": "\x7f\x7f"})), "RLE counts string is malformed"),
     Case("rle_size_mismatch", "stream masks 100x100 for 64x48 frames (other aspect)", _stream(_wrong_aspect),
@@ -309,7 +320,8 @@ MEDIA_CASES = [
     Case("video_garbage", "a session video that is random bytes", _video(lambda s: os.urandom(4096)),
          "video does not decode"),
     Case("video_truncated", "the session video cut to its first 30 % of bytes",
-         _video(lambda s: s.stream_video.read_bytes()[: s.stream_video.stat().st_size * 3 // 10]), ".mp4"),
+         _video(lambda s: s.stream_video.read_bytes()[: s.stream_video.stat().st_size * 3 // 10]),
+         "sam2_stream.mp4: video does not decode"),
 ]
 
 CONFIG_CASES = [
@@ -325,7 +337,8 @@ CONFIG_CASES = [
          "training.learning_rate: must be above 0", verb="train"),
     Case("sample_frames", "sample --frames 5", _config(["--frames", "5"]),
          "frames per video (--frames) must be between 8 and 20000 (got 5)", verb="sample"),
-    Case("rule_severity", "validate --config with severity 'fatal'", _rules_file, "fatal", verb="validate"),
+    Case("rule_severity", "validate --config with severity 'fatal'", _rules_file,
+         "rule 'duplicate_frames': severity must be error, warning, info or off, got 'fatal'", verb="validate"),
 ]
 
-CASES = [*ZIP_CASES, *JSON_CASES, *MEDIA_CASES, *CONFIG_CASES]
+CASES = [*ZIP_CASES, *VALIDATE_CASES, *JSON_CASES, *MEDIA_CASES, *CONFIG_CASES]

@@ -25,7 +25,7 @@ def describe(item: pytest.Item) -> str:
     params = getattr(getattr(item, "callspec", None), "params", {})
     case = next((v for v in params.values() if hasattr(v, "what") and hasattr(v, "expect")), None)
     if case is not None:
-        via = "app API" if "app" in item.module.__name__ else f"CLI `{case.verb}`"
+        via = "app API" if item.module.__name__.endswith("test_app_api") else f"CLI `{case.verb}`"
         return f"{case.what} ({via}): one line with `{case.expect}`, nothing left behind"
     doc = " ".join((getattr(item, "function", None).__doc__ or "").strip().split("\n\n")[0].split()) or item.name
     extra = [v[1] if isinstance(v, tuple) else v for v in params.values()

@@ -1,6 +1,6 @@
 """Several gradio_client users on one live app at once: convert, submit, watch, cancel, resume (real tiny training).
 
-User 0 trains on its dataset; users 1 and 2 submit behind it (one slot: they queue), every user watches job 0, users
+User 0 trains on its dataset; users 1 and 2 submit behind it (one slot: they queue), every user watches job 1, users
 1 and 2 cancel their queued jobs, user 0 cancels its running job after step 2 and resumes it to the end. A monitor
 polls the job list throughout. Everything each user saw is recorded for the tests to check.
 """
@@ -122,9 +122,10 @@ def run(server: AppServer, sample: Sample) -> Scenario:
             watchers = [pool.submit(watch, clients[k], job0, 0, reached if k == 0 else None) for k in range(USERS)]
             if not reached.wait(600):
                 raise AssertionError(f"job {job0} never reached step {CANCEL_AT}")
-            scenario.cancel_running = {"asked": time.time(), **clients[0].predict(job0, api_name="/cancel_job")}
+            # the queued jobs first: once job 1 stops, its slot must not go to them
             scenario.cancelled_queued = [clients[k].predict(scenario.submitted[k]["job_id"], api_name="/cancel_job")
                                          for k in range(1, USERS)]
+            scenario.cancel_running = {"asked": time.time(), **clients[0].predict(job0, api_name="/cancel_job")}
             scenario.watches = [w.result(timeout=600) for w in watchers]
         scenario.checkpoints_when_cancelled = _checkpoints(server.home / "runs" / scenario.run_id)
         scenario.resumed, _ = clients[0].predict(job0, api_name="/resume_job")

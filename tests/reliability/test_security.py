@@ -137,6 +137,35 @@ def test_owner_hf_token_is_never_used_for_a_users_push(pushed: dict[str, Any], h
     assert _holding(OWNER_TOKEN, live_app.home) == []
 
 
+@pytest.mark.slow
+def test_cli_push_uses_only_the_token_it_is_given(exported: dict[str, Any], live_app: Any, hub: Any,
+                                                  tmp_path: Path) -> None:
+    """`python -m pipeline push` with HF_TOKEN=<owner> set and no STUDIO_HF_TOKEN is refused before any request;
+    with STUDIO_HF_TOKEN it pushes with that token only, and neither token is printed."""
+    import subprocess
+    import sys
+
+    from .harness import child_env
+
+    folder = live_app.home / "exports" / exported["export"]
+    argv = [sys.executable, "-m", "pipeline", "push", str(folder), "--repo", "alice/studio-cli", "--endpoint",
+            hub.endpoint]
+    env = child_env(live_app.home, tmp_path, HF_TOKEN=OWNER_TOKEN)
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "STUDIO_HF_TOKEN"):
+        env.pop(name, None)
+    before = len(hub.requests)
+    refused = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: no Hub token: set the environment variable "
+                                                                 "STUDIO_HF_TOKEN")
+    assert len(hub.requests) == before
+    done = subprocess.run(argv, env={**env, "STUDIO_HF_TOKEN": hub.user_token}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "alice/studio-cli" in hub.repos and {s.token for s in hub.requests[before:]} == {hub.user_token}
+    for text in (refused.stdout, refused.stderr, done.stdout, done.stderr):
+        assert hub.user_token not in text and OWNER_TOKEN not in text
+
+
 # -- remote code ----------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_remote_code_model_is_refused_through_the_app(live_app: Any, app_scenario: Any) -> None:
@@ -201,7 +230,7 @@ def space_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
                                                 api_name="/start_training")),
     ("resume training jobs", lambda c: c.predict(1, api_name="/resume_job")),
     ("push to the Hub", lambda c: c.predict("any", "alice/x", True, "hf_" + "x" * 34, api_name="/push_to_hub")),
-], ids=["start_training", "resume_job", "push_to_hub"])
+], ids=["space_start_training", "space_resume_job", "space_push_to_hub"])
 def test_space_refuses_callers_who_are_not_signed_in(action: str, call: Any, space_app: AppServer) -> None:
     """SPACE_ID set: an API caller without a Hugging Face sign-in cannot start, resume or push; nothing is queued."""
     from gradio_client.exceptions import AppError
