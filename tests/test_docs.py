@@ -31,7 +31,7 @@ def run_block(language: str, code: str, cwd: Path, env: dict[str, str]) -> subpr
 
 def test_some_documents_have_runnable_examples():
     names = {p.name for p in DOCS}
-    assert "USER_GUIDE.md" in names
+    assert "QUICKSTART.md" in names
 
 
 @pytest.mark.slow
