@@ -210,7 +210,8 @@ class TensorBoardCallback(TrainerCallback):
     """Scalars at every log, histograms of trainable weights and gradients every `histogram_steps`; rank 0 only."""
 
     def __init__(self, log_dir: str | Path, histogram_steps: int = 0) -> None:
-        self.log_dir, self.every, self.writer = str(log_dir), histogram_steps, None
+        self.log_dir, self.every = str(log_dir), histogram_steps
+        self.writer: Any = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.is_world_process_zero and self.writer is None:
@@ -284,7 +285,7 @@ def _sha256(path: Path) -> str:
 def write_manifest(checkpoint: str | Path, step: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Hash every file of a checkpoint and write manifest.json last, atomically: the folder is now complete."""
     folder = Path(checkpoint)
-    files = {}
+    files: dict[str, dict[str, Any]] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and
                        not p.name.startswith(".")):
         files[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}

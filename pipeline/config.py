@@ -75,7 +75,7 @@ class LoraSection(_Section):
     """Adapter shape; `target_modules: null` takes the registry's list, `modules_to_save: registry` its list too."""
 
     r: int = 16
-    alpha: float = 32
+    alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] | str | None = None
     modules_to_save: list[str] | Literal["registry"] | None = None

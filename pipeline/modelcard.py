@@ -112,9 +112,9 @@ def evaluations(run: Path) -> list[dict[str, Any]]:
         after = _read_json(path)
         if after is None:
             continue
-        columns = [(title, _read_json(path.parent / folder / "metrics.json") or after.get(folder))
-                   for title, folder in (("base model", "base"), ("mean-box baseline", "baseline"))]
-        columns = [(title, metrics) for title, metrics in columns if isinstance(metrics, dict)]
+        candidates = [(title, _read_json(path.parent / folder / "metrics.json") or after.get(folder))
+                      for title, folder in (("base model", "base"), ("mean-box baseline", "baseline"))]
+        columns: list[tuple[str, dict[str, Any]]] = [(t, m) for t, m in candidates if isinstance(m, dict)]
         columns.append(("fine-tuned", after))
         rows = [{"key": key, "name": name, "value": after[key], "cells": [_fmt(m.get(key)) for _, m in columns]}
                 for key, name in METRICS.items() if _num(after.get(key))]

@@ -23,7 +23,7 @@ BUILTIN: dict[str, dict[str, Any]] = {
         "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
     },
     "cpu_demo": {
-        "about": "the offline demo: full fine-tuning of a tiny model on 64 px frames, about 90 s on 2 CPU cores",
+        "about": "the offline demo: full fine-tuning of a tiny model on small frames, about 50 CPU seconds",
         "data": {"max_length": 256, "max_eval_samples": 16},
         "training": {"method": "full", "max_steps": 300, "batch_size": 8, "learning_rate": 3e-3,
                      "warmup_ratio": 0.05, "scheduler": "cosine", "weight_decay": 0.0, "logging_steps": 10,

@@ -233,7 +233,9 @@ def _preview_frames(inputs: Inputs, limit: int) -> tuple[list[tuple[Any, str]], 
 
     options = ReadOptions(videos=tuple(inputs.videos), images=inputs.images,
                           single_input=len(inputs.annotations) == 1)
-    log, shots, objects = IssueLog(), [], {}
+    log = IssueLog()
+    shots: list[tuple[Any, str]] = []
+    objects: dict[int, dict[str, Any]] = {}
     per_input = max(2, -(-limit // max(1, len(inputs.annotations))))
     for path in inputs.annotations:
         if len(shots) >= limit:

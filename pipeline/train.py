@@ -7,6 +7,7 @@ serves `python -m pipeline train`, the job runner (a process of its own) and `to
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -171,7 +172,7 @@ def apply_image_cap(processor: Any, cap: int | None) -> None:
     """Make the processor itself respect the image cap (Idefics3 upscales to its grid, Qwen2-VL to max_pixels)."""
     if not cap:
         return
-    image_processor = getattr(processor, "image_processor", None)
+    image_processor: Any = getattr(processor, "image_processor", None)
     size = getattr(image_processor, "size", None)
     if not isinstance(size, dict) or "longest_edge" not in size:
         return
@@ -316,7 +317,7 @@ def dataset_fingerprint(dataset: Path) -> str | None:
     for file in files:
         digest.update(file.name.encode())
         with open(file, "rb") as handle:
-            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+            for block in iter(functools.partial(handle.read, 1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
 
@@ -384,16 +385,16 @@ def setup_logging(run: Path, main: bool) -> tuple[list[logging.Handler], dict[st
 
     lib = transformers.utils.logging
     handlers: list[logging.Handler] = []
-    saved = {name: logging.getLogger(name).level for name in ("pipeline", "transformers")}
+    saved: dict[str, Any] = {name: logging.getLogger(name).level for name in ("pipeline", "transformers")}
     saved["console"] = {h: h.level for h in logging.getLogger("transformers").handlers}
     to_log = _same_file(sys.stderr, run / "train.log")
     if main and not to_log:
-        handler = logging.FileHandler(run / "train.log", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handlers.append(handler)
+        file_handler = logging.FileHandler(run / "train.log", encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handlers.append(file_handler)
         lib._get_library_root_logger()  # creates transformers' own stderr handler
-        for console in logging.getLogger("transformers").handlers:
-            console.setLevel(logging.WARNING)
+        for existing in logging.getLogger("transformers").handlers:
+            existing.setLevel(logging.WARNING)
     lib.set_verbosity_info() if main else lib.set_verbosity_warning()
     for name in ("pipeline", "transformers"):
         logger = logging.getLogger(name)
@@ -432,7 +433,7 @@ def _callbacks(cfg: TrainConfig, plan: Plan, writer: Any, world: int) -> dict[st
         "checkpoint": cb.CheckpointCallback(
             plan.run, writer, keep=t.keep_checkpoints, metric=t.best_metric, mode=t.best_mode,
             min_free_bytes=int(cfg.hardware.min_free_disk_gb * 2**30), base_model=base,
-            on_saved=lambda folder: cb.save_studio_state(folder, early)),
+            on_saved=functools.partial(cb.save_studio_state, early=early)),
         "early": early,
         "progress": cb.RunProgressCallback(writer, cb.Throughput(), world),
     }

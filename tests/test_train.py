@@ -197,7 +197,6 @@ def test_full_finetune_reduces_loss_and_saves_the_model(dataset: Path, tmp_path:
     assert not (run / "adapter").exists()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("model", ["tiny-llava", "tiny-qwen2-vl"])
 def test_short_lora_run_on_other_tiny_models(dataset: Path, tmp_path: Path, model: str) -> None:
     run = tmp_path / "run"

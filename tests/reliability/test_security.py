@@ -243,3 +243,18 @@ def test_space_refuses_callers_who_are_not_signed_in(action: str, call: Any, spa
 
         assert JobStore(db).list_jobs() == []
     assert os.environ.get("SPACE_ID") is None, "the test process itself is not a Space"
+
+
+# -- after everything -----------------------------------------------------------------------------------------------
+THIRD_PARTY_CACHES = {"torchinductor_root"}  # torch's compile cache, created in TMPDIR by the training processes
+
+
+@pytest.mark.slow
+def test_the_app_leaves_no_temporary_files_and_logs_no_traceback(live_app: Any) -> None:
+    """Once every app case above has run (uploads, refusals, training, export, push, load): the server's TMPDIR holds
+    no file of ours, the upload staging folder is empty, and the server log has no traceback."""
+    leftovers = sorted(p.name for p in live_app.tmp.iterdir() if p.name not in THIRD_PARTY_CACHES)
+    assert leftovers == []
+    cache = live_app.home / "cache"
+    assert not cache.exists() or list(cache.iterdir()) == []
+    assert "Traceback" not in live_app.log_text()
