@@ -74,6 +74,7 @@ class AppServer:
                 except OSError:
                     pass
             time.sleep(0.3)
+        self.kill()  # never leave a half-started server behind
         raise RuntimeError(f"the app did not start in {timeout} s:\n{self.log_text()[-3000:]}")
 
     def kill(self) -> None:
