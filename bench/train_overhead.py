@@ -107,8 +107,8 @@ def run_raw(cfg: Any, rows: list[dict[str, Any]], out: Path) -> tuple[float, flo
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="40 steps x 2 rounds")
-    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--quick", action="store_true", help="150 steps x 2 rounds")
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--model", default="tiny-smolvlm")
@@ -117,7 +117,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    steps, rounds = (40, 2) if args.quick else (args.steps, args.rounds)
+    steps, rounds = (150, 2) if args.quick else (args.steps, args.rounds)
 
     with tempfile.TemporaryDirectory(prefix="train-overhead-") as tmp:
         root = Path(tmp)

@@ -294,7 +294,10 @@ def test_kill_9_then_resume_continues_and_never_redoes_steps(dataset: Path, tmp_
     ev = events(run)
     resumes = [e for e in ev if e["event"] == "resume"]
     assert resumes[0]["resumed_from"] == newest and resumes[0]["optimizer_step"] == newest
-    assert resumes[0]["skipped"] == [{"checkpoint": partial.name, "reason": "no manifest.json (incomplete)"}]
+    skipped = resumes[0]["skipped"]  # ours, plus the save the kill may have cut short
+    assert {"checkpoint": partial.name, "reason": "no manifest.json (incomplete)"} in skipped
+    assert all(s["reason"] == "no manifest.json (incomplete)" and int(s["checkpoint"].split("-")[1]) > newest
+               for s in skipped)
     assert resumes[1]["resumed_from"] == cancelled["step"] == resumes[1]["optimizer_step"]
     for resume in resumes:  # after each resume, logging restarts right after the checkpoint and only moves on
         steps = [e["step"] for e in ev if e["event"] == "log" and e["seq"] > resume["seq"]]
