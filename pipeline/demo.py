@@ -28,9 +28,10 @@ from .errors import UserError
 MODEL = "tiny-smolvlm"
 PRESET = "cpu_demo"
 TASKS = ("grounding",)
-# Enough frames to learn from: many short videos, so the held-out videos show new colours, sizes and paths.
-SAMPLE_OPTIONS: dict[str, Any] = {"frames": 150, "videos": 16, "width": 128, "height": 72, "export_every": 1,
-                                  "seed": 0}
+# Many short videos at the tiny model's input size, one shape each: the split holds out whole videos, so the test
+# frames show colours, backgrounds and paths never seen in training (docs/DEMO.md says why one shape).
+SAMPLE_OPTIONS: dict[str, Any] = {"frames": 48, "videos": 64, "width": 64, "height": 64, "export_every": 1,
+                                  "objects": 1, "seed": 0}
 SPLIT_OPTIONS: dict[str, Any] = {"strategy": "temporal", "ratios": (0.8, 0.1, 0.1), "seed": 42}
 EVAL_LIMIT = 200  # held-out examples scored per model (a fixed, seeded subset)
 EVAL_BATCH = 32
@@ -90,7 +91,8 @@ def summary_table(summary: DemoSummary) -> str:
                      f"{_fmt(m.get('parse_failure_rate'), 2)} |")
     ratio = f"{summary.ratio:.1f}x the baseline" if summary.ratio is not None else "no baseline"
     stages = ", ".join(f"{k} {v:.0f}" for k, v in summary.stage_seconds.items())
-    lines += ["", f"Held-out split: {summary.test_examples} grounding examples from videos never seen in training "
+    held_out = summary.data.get("held_out", "the test split")
+    lines += ["", f"Held-out: {summary.test_examples} grounding examples from {held_out} "
               f"({summary.train_examples} training examples). Fine-tuned: {ratio}. Whole demo: "
               f"{summary.seconds:.0f} s wall ({stages})."]
     return "\n".join(lines)
@@ -105,7 +107,7 @@ def _eta(seconds: float | None) -> str:
 
 
 def progress_line(event: dict[str, Any]) -> str | None:
-    """One terminal line for a progress.jsonl event (log, eval, checkpoint, end), None for the others."""
+    """One terminal line for a progress.jsonl event (log, eval, end), None for the others."""
     kind, step, total = event.get("event"), event.get("step"), event.get("total_steps")
     if kind == "log":
         loss = event.get("loss")
@@ -119,14 +121,24 @@ def progress_line(event: dict[str, Any]) -> str | None:
 
 
 @contextmanager
-def follow_progress(run_dir: Path, echo: Callable[[str], None], every: float = 0.5) -> Iterator[None]:
-    """Print the run's progress.jsonl events as lines while the block trains (a background reader thread)."""
+def follow_progress(run_dir: Path, echo: Callable[[str], None], every: float = 0.5, lines: int | None = 20,
+                    ) -> Iterator[None]:
+    """Print the run's progress.jsonl events while the block trains (a reader thread); about `lines` log lines,
+    none when `lines` is None (in a terminal the Trainer draws its own bar)."""
     from .watch import PROGRESS_FILE, ProgressTail
 
     tail, stop = ProgressTail(run_dir / PROGRESS_FILE), threading.Event()
+    due = {"step": 0}
 
     def drain() -> None:
         for event in tail.read():
+            if event.get("event") == "log":
+                if lines is None:
+                    continue
+                step, total = int(event.get("step") or 0), int(event.get("total_steps") or 0)
+                if step < due["step"] and step < total:
+                    continue
+                due["step"] = step + max(1, total // lines)
             line = progress_line(event)
             if line:
                 echo(line)
@@ -143,6 +155,15 @@ def follow_progress(run_dir: Path, echo: Callable[[str], None], every: float = 0
         stop.set()
         thread.join()
         drain()
+
+
+def quiet_library_bars() -> None:
+    """Hide the libraries' own bars (datasets saving shards, transformers loading weights) for a readable log."""
+    from datasets.utils.logging import disable_progress_bar
+    from transformers.utils import logging as hf_logging
+
+    disable_progress_bar()
+    hf_logging.disable_progress_bar()
 
 
 # -- the stages -----------------------------------------------------------------------------------------------------
@@ -211,7 +232,7 @@ def _run_stages(folder: Path, summary: DemoSummary, steps: int | None, sample: d
     done = _stage(summary, "convert", echo)
     dataset = folder / "dataset"
     converted = convert(info.demo_zips, dataset, video=info.demo_videos, labels=info.labels_json,
-                        convention=spec.convention, tasks=list(TASKS), progress=progress)
+                        convention=spec.convention, tasks=list(TASKS), progress=progress, family=MODEL)
     summary.data.update(frames=converted.frames, objects=converted.objects, labels=converted.labels)
     done(f"{converted.frames} frames, {converted.objects} objects, labels {', '.join(sorted(converted.labels))}")
 
@@ -224,6 +245,9 @@ def _run_stages(folder: Path, summary: DemoSummary, steps: int | None, sample: d
     done = _stage(summary, "split", echo)
     split = split_dataset(dataset, **SPLIT_OPTIONS)
     summary.data["split"] = {"counts": split.counts, "videos": {k: len(v) for k, v in split.videos.items()}}
+    unseen = set(split.videos.get("test", [])).isdisjoint(split.videos.get("train", []))
+    summary.data["held_out"] = "videos never seen in training" if unseen else \
+        "the end of the video, after the training frames and a guard gap (temporal split)"
     done(", ".join(f"{name} {split.counts.get(name, 0)} frames / {len(split.videos.get(name, []))} videos"
                    for name in ("train", "val", "test")))
 
@@ -262,7 +286,7 @@ def _train(folder: Path, summary: DemoSummary, dataset: Path, steps: int | None,
     echo(f"  {MODEL}, preset {PRESET}: {cfg.training.method} fine-tuning, {cfg.training.max_steps} steps of "
          f"batch {cfg.training.batch_size}, learning rate {cfg.training.learning_rate:g} (progress: "
          f"{run / 'progress.jsonl'})")
-    with follow_progress(run, echo):
+    with follow_progress(run, echo, lines=None if sys.stderr.isatty() else 20):
         result = run_training(cfg)
     if result.status != "succeeded":
         raise UserError(f"training {result.status} at step {result.step}; see {run / 'train.log'}", run)

@@ -130,7 +130,7 @@ QWEN_TARGETS = LLAMA_LINEAR  # the vision tower uses qkv/proj, so these hit only
 _TINY_NOTE = "offline tiny random model built locally (pipeline/tiny.py); CPU is enough"
 SPECS: list[ModelSpec] = [
     # Offline tiny models: sizes are those of the built folders (tests check they match).
-    ModelSpec("tiny-smolvlm", "tiny-smolvlm", "smolvlm", "json", 399_456, 83_520, 96, 2, 555, 64, "fixed",
+    ModelSpec("tiny-smolvlm", "tiny-smolvlm", "smolvlm", "json", 274_688, 117_312, 64, 2, 555, 64, "fixed",
               {"tokens": 16}, modules_to_save=["connector"], tiny=True, gpu_memory_class="CPU",
               chat_template_notes="SmolVLM template: '<|im_start|>User:<image>...<end_of_utterance>\\nAssistant:'",
               license="apache-2.0 (project-built)"),

@@ -100,10 +100,16 @@ class _Frame:
 
 
 def generate_sample(out_dir: str | Path, *, frames: int = 72, videos: int = 1, width: int = 320, height: int = 180,
-                    export_every: int = 5, seed: int = 0, progress: bool = False) -> SampleInfo:
-    """Write the synthetic SAM 2 session in every input format (+ truth) into `out_dir`, atomically."""
+                    export_every: int = 5, seed: int = 0, objects: int | None = None,
+                    progress: bool = False) -> SampleInfo:
+    """Write the synthetic SAM 2 session in every input format (+ truth) into `out_dir`, atomically.
+
+    `objects` caps the shapes per video (1: a circle only; default: 2-4 at random, the first two crossing).
+    """
     _check_arguments(frames, videos, width, height, export_every, seed)
-    scenes = {role: [_make_scene(width, height, frames, _rng(seed, role, k)) for k in range(count)]
+    if objects is not None and not 1 <= objects <= len(LABELS):
+        raise UserError(f"objects per video must be between 1 and {len(LABELS)} (got {objects})")
+    scenes = {role: [_make_scene(width, height, frames, _rng(seed, role, k), objects) for k in range(count)]
               for role, count in (("demo", videos), ("sav", 1), ("coco", 1), ("stream", 1))}
     names = _rng(seed, "names", 0)
     total = frames * (videos + 2) + len(range(0, frames, COCO_STEP))
@@ -115,8 +121,10 @@ def generate_sample(out_dir: str | Path, *, frames: int = 72, videos: int = 1, w
         stream = _write_stream(tmp, scenes["stream"][0], tick)
         used = max(len(s.shapes) for group in scenes.values() for s in group)
         labels = {str(i): LABELS[i] for i in range(used)}
-        truth = {"generator": {"tool": "sam2-vlm-studio sample", "seed": seed, "frames": frames, "videos": videos,
-                               "width": width, "height": height, "fps": FPS, "export_every": export_every},
+        generator = {"tool": "sam2-vlm-studio sample", "seed": seed, "frames": frames, "videos": videos,
+                     "width": width, "height": height, "fps": FPS, "export_every": export_every,
+                     **({"objects": objects} if objects else {})}
+        truth = {"generator": generator,
                  "labels": labels, "sam2_demo_zip": demo, "sav": sav, "coco": coco, "sam2_stream": stream}
         (tmp / "labels.json").write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
         (tmp / "sample_truth.json").write_text(json.dumps(truth, indent=1) + "\n", encoding="utf-8")
@@ -166,9 +174,10 @@ def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[..., Any]]:
 # ---------------------------------------------------------------- scenes
 
 
-def _make_scene(width: int, height: int, frames: int, rng: np.random.Generator) -> _Scene:
-    """2-4 shapes entering from the edges; shapes 0 and 1 cross mid-way, so one occludes the other."""
+def _make_scene(width: int, height: int, frames: int, rng: np.random.Generator, objects: int | None = None) -> _Scene:
+    """2-4 shapes (at most `objects`) entering from the edges; shapes 0 and 1 cross mid-way, one occluding."""
     count = int(rng.integers(2, len(LABELS) + 1))
+    count = min(count, objects) if objects else count
     radii = rng.uniform(0.11, 0.17, count) * min(width, height)
     lead = max(1, frames // 12)  # the first frames are empty: every shape is still outside
     meet = max(lead + 2, min(frames // 2, lead + 40))

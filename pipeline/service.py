@@ -613,6 +613,7 @@ def watch_job(job_id: int, from_seq: int = 0, poll: float = 0.5) -> Iterator[Wat
     The generator only reads the job store and the run folder, so closing it (a client leaving) never touches the
     job; call again with the last seq seen to resume exactly where the stream stopped.
     """
+    from .jobstore import TERMINAL as TERMINAL_STATUSES
     from .watch import LOG_FILE, PROGRESS_FILE, log_tail, read_events
 
     job = backend().get(int(job_id))
@@ -622,9 +623,19 @@ def watch_job(job_id: int, from_seq: int = 0, poll: float = 0.5) -> Iterator[Wat
         if isinstance(event.get("seq"), int) and event["seq"] <= from_seq:
             view.add(event)  # history before the reconnect: curves and counters, not re-sent
     view.seq = max(view.seq, int(from_seq or 0))
+    held: list[dict[str, Any]] = []
     for event in backend().watch(job.id, from_seq=int(from_seq or 0), poll=poll):
         view.add(event)
-        view.events = [event]
+        held.append(event)
+        if view.status in TERMINAL_STATUSES:
+            # A job that ended before (or while) we attached: its progress lines still follow the status, and a
+            # view saying "succeeded" at step 0 would be final for a client that stops at the first terminal status.
+            continue
+        view.events, held = held, []
+        view.log_tail = log_tail(Path(job.run_dir) / LOG_FILE, lines=12)
+        yield view
+    if held:
+        view.events = held
         view.log_tail = log_tail(Path(job.run_dir) / LOG_FILE, lines=12)
         yield view
 

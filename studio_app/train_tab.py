@@ -95,7 +95,8 @@ def watch_job(job_id: float | None, from_seq: float | None) -> Any:
         yield gr.skip(), service.progress_html(None), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return
     for view in service.watch_job(int(job_id), int(from_seq or 0)):
-        plots = view.events[0].get("event") in ("log", "eval", "start", "resume", "end") if view.events else True
+        plots = any(e.get("event") in ("log", "eval", "start", "resume", "end") for e in view.events) \
+            if view.events else True
         loss = service.curve_figure(view, ["loss", "eval_loss"], "Loss") if plots else gr.skip()
         lr = service.curve_figure(view, ["lr"], "Learning rate", from_zero=True) if plots else gr.skip()
         yield (view.to_dict(), service.progress_html(view), service.stats_markdown(view), loss, lr, view.log_tail,

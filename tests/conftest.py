@@ -11,9 +11,22 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one compute thread each (and in every process they start), not two each.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist turns the markers into scheduling groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's `--dist loadgroup`: one test file per worker (module fixtures are built once), and
+    the whole reliability suite together (its files share one live app server and one multi-user scenario)."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        path = Path(str(item.path)).resolve().relative_to(tests)
+        item.add_marker(pytest.mark.xdist_group("reliability" if path.parts[0] == "reliability" else path.as_posix()))
 
 
 @pytest.fixture(scope="session", autouse=True)

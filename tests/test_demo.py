@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
-from pipeline.demo import DemoSummary, progress_line, run_demo, summary_table
+from pipeline.demo import DemoSummary, follow_progress, progress_line, run_demo, summary_table
 from pipeline.errors import UserError
 
 # Small enough for the suite: 4 short videos (2 train, 1 val, 1 test), a few steps, a few held-out examples.
@@ -93,6 +93,20 @@ def test_progress_lines_from_events():
     end = {"event": "end", "status": "succeeded", "step": 600, "total_steps": 600, "final_loss": 0.2}
     assert progress_line(end) == "  train succeeded at step 600/600, final loss 0.2000"
     assert progress_line({"event": "checkpoint", "step": 100}) is None
+
+
+def test_follow_progress_prints_about_twenty_log_lines_and_every_eval(tmp_path):
+    events = [{"event": "start", "step": 0, "total_steps": 200}]
+    events += [{"event": "log", "step": s, "total_steps": 200, "loss": 1 / s, "eta_s": 200 - s} for s in range(1, 201)]
+    events += [{"event": "eval", "step": 100, "eval_loss": 0.5},
+               {"event": "end", "status": "succeeded", "step": 200, "total_steps": 200, "final_loss": 0.005}]
+    lines: list[str] = []
+    with follow_progress(tmp_path, lines.append, every=0.01):
+        (tmp_path / "progress.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    logs = [line for line in lines if line.startswith("  train step")]
+    assert logs[0].startswith("  train step 1/200") and logs[-1].startswith("  train step 200/200")
+    assert 19 <= len(logs) <= 22
+    assert lines[-2:] == ["  eval  step 100  eval_loss 0.5000", "  train succeeded at step 200/200, final loss 0.0050"]
 
 
 def test_non_empty_out_is_refused_and_left_alone(tmp_path):

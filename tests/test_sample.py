@@ -324,9 +324,20 @@ def test_same_seed_gives_identical_files_and_several_sessions(tmp_path: Path) ->
     assert other.truth_json.read_bytes() != first.truth_json.read_bytes()
 
 
+def test_objects_caps_the_shapes_of_every_video(tmp_path: Path) -> None:
+    info = generate_sample(tmp_path / "one", frames=24, videos=3, width=64, height=64, export_every=1, objects=1)
+    labels = {o["label"] for video in info.truth["sam2_demo_zip"] for f in video["frames"] for o in f["objects"]}
+    assert labels == {"circle"} and info.truth["generator"]["objects"] == 1
+    assert json.loads(info.labels_json.read_text()) == {"0": "circle"}
+    assert main(["sample", "--out", str(tmp_path / "cli"), "--frames", "8", "--size", "64x64", "--objects", "2"]) == 0
+    truth = json.loads((tmp_path / "cli" / "sample_truth.json").read_text())
+    assert truth["generator"]["objects"] == 2 and {o["label"] for f in truth["sam2_demo_zip"][0]["frames"]
+                                                    for o in f["objects"]} <= {"circle", "square"}
+
+
 def test_bad_arguments_raise_user_errors_and_leave_nothing(tmp_path: Path) -> None:
     for kwargs, text in (({"frames": 3}, "--frames"), ({"width": 321}, "--size"), ({"videos": 0}, "--videos"),
-                         ({"export_every": 0}, "--every"), ({"seed": -1}, "seed")):
+                         ({"export_every": 0}, "--every"), ({"seed": -1}, "seed"), ({"objects": 5}, "objects")):
         with pytest.raises(UserError, match=text):
             generate_sample(tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
@@ -366,15 +377,15 @@ def test_cli_bad_size_is_one_error_line_and_exit_2(tmp_path: Path, capsys: pytes
 
 @pytest.mark.slow
 def test_training_scale_sample_has_every_frame_of_four_videos(tmp_path: Path) -> None:
-    info = generate_sample(tmp_path / "train", frames=600, videos=4, export_every=1, width=128, height=72)
+    info = generate_sample(tmp_path / "train", frames=240, videos=4, export_every=1, width=128, height=72)
     assert len(info.demo_zips) == 4
     for session in info.truth["sam2_demo_zip"]:
-        assert len(session["frames"]) == 600
+        assert len(session["frames"]) == 240
         with zipfile.ZipFile(info.out_dir / session["file"]) as archive:
             annotations = json.loads(archive.read("annotations.json"))
-        assert annotations["export_config"]["frame_indices"] == list(range(600))
+        assert annotations["export_config"]["frame_indices"] == list(range(240))
         assert sum(bool(f["objects"]) for f in annotations["annotations"]) == len(archive.namelist()) - 2
     counts = {len(f["objects"]) for s in info.truth["sam2_demo_zip"] for f in s["frames"]}
     assert {0, 1, 2} <= counts
     fps, count, width, height, _ = decode_video(info.demo_videos[0])
-    assert (fps, count, width, height) == (24.0, 600, 128, 72)
+    assert (fps, count, width, height) == (24.0, 240, 128, 72)

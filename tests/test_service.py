@@ -177,6 +177,14 @@ def test_jobs_queue_cancel_resume_and_watch(dataset: str) -> None:
     assert service.list_jobs("queued")[0]["position"] == 1
     views = [v.to_dict() for v in service.watch_job(first["job_id"], poll=0.05)]
     assert views[-1]["status"] == "cancelled" and all(v["events"][0]["event"] == "status" for v in views)
+    # A job that ended before the watch attached: its progress is folded in before the terminal view is shown.
+    run_dir = Path(service.backend().get(first["job_id"]).run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "progress.jsonl").write_text("".join(
+        json.dumps({"seq": s, "event": "log", "step": s, "total_steps": 2, "loss": 1.0 / s}) + "\n" for s in (1, 2)))
+    ended = [(v.status, v.step, v.total_steps) for v in service.watch_job(first["job_id"], poll=0.05)]
+    assert ended == [("cancelled", 2, 2)]
+    (run_dir / "progress.jsonl").unlink()
     resumed = service.resume_job(first["job_id"])
     assert (resumed["status"], resumed["attempt"]) == ("queued", 2)
     with pytest.raises(UserError, match="nothing to resume"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import UserError
 
@@ -27,12 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo, print the summary table and where everything went."""
-    from ..demo import run_demo
+    from ..demo import quiet_library_bars, run_demo
 
     if args.eval_limit < 0:
         raise UserError(f"--eval-limit must be 0 (all) or more (got {args.eval_limit})")
+    quiet_library_bars()
     summary = run_demo(args.out, steps=args.steps, sample={"frames": args.frames, "videos": args.videos},
-                       eval_limit=args.eval_limit or None)
+                       eval_limit=args.eval_limit or None, progress=sys.stderr.isatty())
     print(summary.table())
     print()
     for name in ("summary", "report", "run", "evaluation", "export", "export_zip"):

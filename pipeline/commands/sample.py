@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="demo export: annotate every N-th video frame (default 5)")
     parser.add_argument("--size", default="320x180", metavar="WxH", help="frame size, even numbers (default 320x180)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    parser.add_argument("--objects", type=int, default=None, metavar="N",
+                        help="at most N shapes per video, 1 to 4 (default: 2 to 4 at random; 1 draws a circle only)")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -36,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     width, height = parse_size(args.size)
     info = generate_sample(args.out, frames=args.frames, videos=args.videos, width=width, height=height,
-                           export_every=args.every, seed=args.seed, progress=True)
+                           export_every=args.every, seed=args.seed, objects=args.objects,
+                           progress=True)
     print(info.summary())
     return 0
