@@ -160,7 +160,7 @@ def _build_smolvlm() -> Any:
     tok = build_tokenizer(SMOLVLM_SPECIAL, bos="<|im_start|>", eos="<end_of_utterance>", pad="<|im_end|>",
                           chat_template=SMOLVLM_TEMPLATE)
     # 16 px patches without pixel shuffle and a 64-wide text model: the same 16 image tokens as 8 px patches
-    # merged 2x2, but measured to start using the image about twice as early in training (docs/DEMO.md).
+    # merged 2x2, with fewer parameters for the offline demo to train (docs/DEMO.md has what it reaches).
     vision = {**VISION, "image_size": IMAGE_SIZE, "patch_size": SMOLVLM_PATCH}
     scale = 1
     seq_len = (IMAGE_SIZE // SMOLVLM_PATCH) ** 2 // scale**2

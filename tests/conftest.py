@@ -16,6 +16,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
+# The slowest groups (minutes of subprocess trainings, servers, a browser), longest first.
+LONG_GROUPS = ["reliability", "test_celery.py", "test_train.py", "test_docs.py", "test_browser.py", "test_app.py",
+               "test_runner.py", "test_export.py", "test_demo.py", "test_evaluate.py"]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 
 
@@ -24,9 +27,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Groups for pytest-xdist's `--dist loadgroup`: one test file per worker (module fixtures are built once), and
     the whole reliability suite together (its files share one live app server and one multi-user scenario)."""
     tests = Path(__file__).resolve().parent
+    groups: dict[str, str] = {}
     for item in items:
         path = Path(str(item.path)).resolve().relative_to(tests)
-        item.add_marker(pytest.mark.xdist_group("reliability" if path.parts[0] == "reliability" else path.as_posix()))
+        groups[item.nodeid] = "reliability" if path.parts[0] == "reliability" else path.as_posix()
+        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    # Groups are handed to idle workers in collection order: the longest first, so no long file starts last.
+    items.sort(key=lambda item: LONG_GROUPS.index(groups[item.nodeid]) if groups[item.nodeid] in LONG_GROUPS
+               else len(LONG_GROUPS))
 
 
 @pytest.fixture(scope="session", autouse=True)
