@@ -68,6 +68,7 @@ class TrainingSection(_Section):
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0: off
     early_stopping_threshold: float = 0.0
     histogram_steps: int = 0  # TensorBoard weight/gradient histograms every N steps; 0: off
+    geometry_eval_samples: int = 0  # > 0: every evaluation also generates and scores N val examples (eval_miou, ...)
     seed: int = 42
 
 
@@ -194,6 +195,7 @@ RANGES: list[tuple[str, float | None, float | None, bool]] = [
     ("training.early_stopping_patience", 0, None, False),
     ("training.early_stopping_threshold", 0, None, False),
     ("training.histogram_steps", 0, None, False),
+    ("training.geometry_eval_samples", 0, 10_000, False),
     ("lora.r", 1, 1024, False),
     ("lora.alpha", 0, None, True),
     ("lora.dropout", 0, 0.9, False),
@@ -288,6 +290,10 @@ def _step_warnings(cfg: TrainConfig) -> tuple[list[str], list[str]]:
                         "the best checkpoint is judged by the latest evaluation before each save")
     if t.early_stopping_patience and not every:
         errors.append("training.early_stopping_patience: needs periodic evaluation (training.eval_steps is 0)")
+    geometric = t.best_metric.startswith("eval_") and not t.best_metric.endswith("loss")
+    if geometric and not t.geometry_eval_samples:
+        errors.append(f"training.best_metric: {t.best_metric} is a geometry metric; set "
+                      "training.geometry_eval_samples (e.g. 16) so that evaluations compute it")
     if t.best_metric.endswith("loss") and t.best_mode == "max":
         warnings.append(f"training.best_mode: 'max' for {t.best_metric} keeps the worst checkpoint")
     return errors, warnings

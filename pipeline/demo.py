@@ -114,7 +114,8 @@ def progress_line(event: dict[str, Any]) -> str | None:
         return (f"  train step {step}/{total}  loss {_fmt(loss, 4) if isinstance(loss, float) else loss}  "
                 f"{_fmt(event.get('samples_per_s'), 1)} samples/s  eta {_eta(event.get('eta_s'))}")
     if kind == "eval":
-        return f"  eval  step {step}  eval_loss {_fmt(event.get('eval_loss'), 4)}"
+        miou = f"  val mIoU {_fmt(event['eval_miou'], 3)}" if isinstance(event.get("eval_miou"), float) else ""
+        return f"  eval  step {step}  eval_loss {_fmt(event.get('eval_loss'), 4)}{miou}"
     if kind == "end":
         return f"  train {event.get('status')} at step {step}/{total}, final loss {_fmt(event.get('final_loss'), 4)}"
     return None

@@ -417,7 +417,20 @@ def _close_logging(handlers: list[logging.Handler], saved: dict[str, Any]) -> No
 
 
 # -- run -----------------------------------------------------------------------------------------------------------
-def _callbacks(cfg: TrainConfig, plan: Plan, writer: Any, world: int) -> dict[str, Any]:
+def _geometry_callback(cfg: TrainConfig, plan: Plan, processor: Any) -> Any:
+    """The optional geometry evaluation (eval_miou, eval_ap50, ...) over a fixed spread of val examples."""
+    if not cfg.training.geometry_eval_samples or not plan.eval_rows:
+        return None
+    from .eval_callback import GeometryEvalCallback
+
+    labels = sorted(plan.meta["labels"]) if isinstance(plan.meta.get("labels"), dict | list) else None
+    return GeometryEvalCallback.for_dataset(
+        processor, plan.dataset, _split_records(plan.dataset)[1], plan.tasks, plan.spec.convention,
+        seed=int(plan.meta.get("seed", 0)), label_set=labels, samples=cfg.training.geometry_eval_samples,
+        batch_size=cfg.training.batch_size, image_cap=cfg.data.max_image_size)
+
+
+def _callbacks(cfg: TrainConfig, plan: Plan, writer: Any, world: int, processor: Any = None) -> dict[str, Any]:
     from . import callbacks as cb
 
     t = cfg.training
@@ -427,7 +440,9 @@ def _callbacks(cfg: TrainConfig, plan: Plan, writer: Any, world: int) -> dict[st
         if plan.checkpoint is not None:
             early.load(cb.load_studio_state(plan.checkpoint).get("early_stopping") or {})
     base = None if t.method == "full" else plan.spec.hub_id
-    return {  # cancel before checkpoint (its save gets the disk check); progress last (sees saves finished)
+    return {  # geometry first (the others see its metrics); cancel before checkpoint (its save gets the disk
+        # check); progress last (sees saves finished)
+        "geometry": _geometry_callback(cfg, plan, processor),
         "tensorboard": cb.TensorBoardCallback(plan.run / "tb", t.histogram_steps),
         "cancel": cb.CancelCallback(plan.run, world),
         "checkpoint": cb.CheckpointCallback(
@@ -526,7 +541,7 @@ def _train(cfg: TrainConfig, plan: Plan, args: Any, processor: Any, model: Any, 
     main = rank == 0
     handlers, saved_logging = setup_logging(plan.run, main)
     writer = ProgressWriter(plan.run, enabled=main)
-    cbs = _callbacks(cfg, plan, writer, world)
+    cbs = _callbacks(cfg, plan, writer, world, processor)
     previous_sigterm = cbs["cancel"].install_signal()
     for warning in plan.warnings:
         log.warning(warning)

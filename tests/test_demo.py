@@ -93,6 +93,8 @@ def test_progress_lines_from_events():
     end = {"event": "end", "status": "succeeded", "step": 600, "total_steps": 600, "final_loss": 0.2}
     assert progress_line(end) == "  train succeeded at step 600/600, final loss 0.2000"
     assert progress_line({"event": "checkpoint", "step": 100}) is None
+    assert progress_line({"event": "eval", "step": 250, "eval_loss": 0.4, "eval_miou": 0.25}) == \
+        "  eval  step 250  eval_loss 0.4000  val mIoU 0.250"
 
 
 def test_follow_progress_prints_about_twenty_log_lines_and_every_eval(tmp_path):

@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 from pipeline.callbacks import check_manifest, list_checkpoints
 from pipeline.cli import main as cli_main
 from pipeline.config import TrainConfig, load_config, save_config, set_field
+from pipeline.errors import UserError
 from pipeline.masks import encode_rle
 from pipeline.presets import get_preset
 from pipeline.records import FrameRecord, ObjectAnn, write_records
@@ -217,6 +218,22 @@ def test_early_stopping_keeps_the_best_checkpoint_through_pruning(dataset: Path,
     assert result.status == "succeeded" and end["stopped_early"] and result.step == 6
     assert json.loads((run / "best.json").read_text())["checkpoint"] == "checkpoint-2"
     assert [p.name for _, p in list_checkpoints(run)] == ["checkpoint-2", "checkpoint-6"]  # 4 was pruned
+
+
+def test_geometry_evaluation_during_training_picks_the_best_checkpoint_by_iou(dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(UserError, match="geometry_eval_samples"):
+        run_training(config(dataset, run, training__best_metric="eval_miou", training__best_mode="max"))
+    cfg = config(dataset, run, training__max_steps=4, training__save_steps=2, training__eval_steps=2,
+                 training__best_metric="eval_miou", training__best_mode="max", training__geometry_eval_samples=4)
+    assert run_training(cfg).status == "succeeded"
+    evals = [e for e in events(run) if e["event"] == "eval"]
+    assert [e["step"] for e in evals] == [2, 4]
+    for e in evals:
+        assert 0.0 <= e["eval_miou"] <= 1.0 and 1 <= e["eval_geometry_n"] <= 4 and "eval_parse_failure_rate" in e
+    best = json.loads((run / "best.json").read_text())
+    top = max(evals, key=lambda e: e["eval_miou"])  # ties keep the first
+    assert best["metric"] == "eval_miou" and best["checkpoint"] == f"checkpoint-{top['step']}"
 
 
 def test_stop_file_cancels_with_a_checkpoint(dataset: Path, tmp_path: Path) -> None:
