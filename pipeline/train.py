@@ -430,7 +430,7 @@ def _geometry_callback(cfg: TrainConfig, plan: Plan, processor: Any) -> Any:
         batch_size=cfg.training.batch_size, image_cap=cfg.data.max_image_size)
 
 
-def _callbacks(cfg: TrainConfig, plan: Plan, writer: Any, world: int, processor: Any = None) -> dict[str, Any]:
+def _callbacks(cfg: TrainConfig, plan: Plan, writer: Any, world: int, processor: Any) -> dict[str, Any]:
     from . import callbacks as cb
 
     t = cfg.training
