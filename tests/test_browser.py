@@ -79,7 +79,14 @@ def run_steps(page: Any, name: str = "ui-demo", max_steps: int = 4, reload: bool
     page.wait_for_function("document.querySelector('#field-training-max-steps input').value === '10'")
     page.fill("#field-training-max-steps input", str(max_steps))
     page.keyboard.press("Tab")
+    page.wait_for_function(f"document.querySelector('#train-dataset input').value === '{name}'")
     page.click("#start-training")
+    try:  # the job id arrives when the job is queued; an error toast instead says why it was refused
+        page.wait_for_function("!['', '0'].includes(document.querySelector('#job-id input').value)",
+                               timeout=60_000)
+    except Exception as exc:
+        toasts = page.locator(".toast-body").all_inner_texts()
+        raise AssertionError(f"no job was started; messages shown: {toasts}") from exc
     steps, reloaded, deadline = [], False, time.monotonic() + 300
     while time.monotonic() < deadline:
         bar = page.locator("#train-progress")
