@@ -129,17 +129,18 @@ def follow_progress(run_dir: Path, echo: Callable[[str], None], every: float = 0
     from .watch import PROGRESS_FILE, ProgressTail
 
     tail, stop = ProgressTail(run_dir / PROGRESS_FILE), threading.Event()
-    due = {"step": 0}
+    due = 0  # the next log step to print
 
     def drain() -> None:
+        nonlocal due
         for event in tail.read():
             if event.get("event") == "log":
                 if lines is None:
                     continue
                 step, total = int(event.get("step") or 0), int(event.get("total_steps") or 0)
-                if step < due["step"] and step < total:
+                if step < due and step < total:
                     continue
-                due["step"] = step + max(1, total // lines)
+                due = step + max(1, total // lines)
             line = progress_line(event)
             if line:
                 echo(line)

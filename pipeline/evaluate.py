@@ -130,11 +130,11 @@ def pick_subset(examples: list[Example], limit: int | None, seed: int = 0) -> li
 
 def build_eval_examples(records: list[FrameRecord], target: Target, meta: dict[str, Any]) -> list[Example]:
     """The instruction/answer pairs training built for these records (same tasks, convention, seed, labels)."""
-    from .tasks import build_examples
+    from .tasks import build_examples, label_set
 
     tasks = target.tasks or meta.get("tasks") or ["grounding"]
     seed = target.seed if target.seed is not None else int(meta.get("seed") or 0)
-    labels = target.labels or (sorted(meta["labels"]) if isinstance(meta.get("labels"), dict | list) else None)
+    labels = target.labels or label_set(meta)
     return build_examples(records, list(tasks), target.convention or "json", seed=seed, label_set=labels)
 
 

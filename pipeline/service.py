@@ -623,21 +623,22 @@ def watch_job(job_id: int, from_seq: int = 0, poll: float = 0.5) -> Iterator[Wat
         if isinstance(event.get("seq"), int) and event["seq"] <= from_seq:
             view.add(event)  # history before the reconnect: curves and counters, not re-sent
     view.seq = max(view.seq, int(from_seq or 0))
+
+    def ready(events: list[dict[str, Any]]) -> WatchView:
+        view.events, view.log_tail = events, log_tail(Path(job.run_dir) / LOG_FILE, lines=12)
+        return view
+
     held: list[dict[str, Any]] = []
     for event in backend().watch(job.id, from_seq=int(from_seq or 0), poll=poll):
         view.add(event)
         held.append(event)
-        if view.status in TERMINAL_STATUSES:
-            # A job that ended before (or while) we attached: its progress lines still follow the status, and a
-            # view saying "succeeded" at step 0 would be final for a client that stops at the first terminal status.
-            continue
-        view.events, held = held, []
-        view.log_tail = log_tail(Path(job.run_dir) / LOG_FILE, lines=12)
-        yield view
+        if view.status not in TERMINAL_STATUSES:
+            yield ready(held)
+            held = []
+        # else: a job that ended before (or while) we attached; its progress lines still follow the status, and a
+        # view saying "succeeded" at step 0 would be final for a client that stops at the first terminal status.
     if held:
-        view.events = held
-        view.log_tail = log_tail(Path(job.run_dir) / LOG_FILE, lines=12)
-        yield view
+        yield ready(held)
 
 
 def progress_html(view: WatchView | None) -> str:

@@ -162,3 +162,8 @@ def build_examples(records: Iterable[FrameRecord], tasks: list[str], convention:
                 examples.append(Example(f"{record.id}-{task}-{index}", record.id, task, record.image, prompt,
                                         answer, record.width, record.height, truth))
     return examples
+
+
+def label_set(meta: dict[str, Any]) -> list[str] | None:
+    """A dataset's label names (sorted, from dataset.json), which negative and listing examples draw from."""
+    return sorted(meta["labels"]) if isinstance(meta.get("labels"), dict | list) else None

@@ -70,6 +70,7 @@ class Plan:
     checkpoint: Path | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    val_records: list[FrameRecord] = field(default_factory=list)  # what eval_rows were built from
 
 
 def dist_info() -> tuple[int, int]:
@@ -112,10 +113,10 @@ def _split_records(dataset: Path) -> tuple[list[FrameRecord], list[FrameRecord]]
 
 def _rows(records: list[FrameRecord], dataset: Path, tasks: list[str], spec: Any, meta: dict[str, Any],
           limit: int | None) -> list[dict[str, Any]]:
-    from .tasks import build_examples
+    from .tasks import build_examples, label_set
 
-    labels = sorted(meta["labels"]) if isinstance(meta.get("labels"), dict | list) else None
-    examples = build_examples(records, tasks, spec.convention, seed=int(meta.get("seed", 0)), label_set=labels)
+    examples = build_examples(records, tasks, spec.convention, seed=int(meta.get("seed", 0)),
+                              label_set=label_set(meta))
     for image in {ex.image for ex in examples}:
         if not (dataset / image).is_file():
             raise UserError(f"image {image} of the dataset is missing", dataset)
@@ -164,7 +165,8 @@ def plan_run(cfg: TrainConfig, resume: bool = False, hardware: Hardware | None =
     if not eval_rows and eval_steps(cfg):
         warnings.append("data: the dataset has no val split: no evaluation, best checkpoint or early stopping")
     checkpoint, skipped = newest_valid_checkpoint(run) if resume and run.is_dir() else (None, [])
-    return Plan(spec, dataset, run, train_rows, eval_rows, meta, list(tasks), checkpoint, skipped, warnings)
+    return Plan(spec, dataset, run, train_rows, eval_rows, meta, list(tasks), checkpoint, skipped, warnings,
+                val_records)
 
 
 # -- model ---------------------------------------------------------------------------------------------------
@@ -422,11 +424,11 @@ def _geometry_callback(cfg: TrainConfig, plan: Plan, processor: Any) -> Any:
     if not cfg.training.geometry_eval_samples or not plan.eval_rows:
         return None
     from .eval_callback import GeometryEvalCallback
+    from .tasks import label_set
 
-    labels = sorted(plan.meta["labels"]) if isinstance(plan.meta.get("labels"), dict | list) else None
     return GeometryEvalCallback.for_dataset(
-        processor, plan.dataset, _split_records(plan.dataset)[1], plan.tasks, plan.spec.convention,
-        seed=int(plan.meta.get("seed", 0)), label_set=labels, samples=cfg.training.geometry_eval_samples,
+        processor, plan.dataset, plan.val_records, plan.tasks, plan.spec.convention,
+        seed=int(plan.meta.get("seed", 0)), label_set=label_set(plan.meta), samples=cfg.training.geometry_eval_samples,
         batch_size=cfg.training.batch_size, image_cap=cfg.data.max_image_size)
 
 
