@@ -344,8 +344,13 @@ class JobStore:
         return jobs
 
     def transition(self, job_id: int, expect: str | Iterable[str], to: str, detail: str | None = None,
-                   expect_attempt: int | None = None, **fields: Any) -> Job | None:
-        """Compare-and-set the status (and other columns); returns the new row, or None if the status had moved."""
+                   expect_attempt: int | None = None, experiment_summary: dict[str, Any] | None = None,
+                   **fields: Any) -> Job | None:
+        """Compare-and-set the status (and other columns); returns the new row, or None if the status had moved.
+
+        A train job's experiment takes the new status too, and `experiment_summary` when given, in the same
+        transaction.
+        """
         if to not in STATUSES:
             raise ValueError(f"unknown status {to!r}")
         expected = [expect] if isinstance(expect, str) else list(expect)
@@ -368,6 +373,9 @@ class JobStore:
             if before["kind"] == "train":
                 conn.execute("UPDATE experiments SET status=?, updated_at=? WHERE run_id=?",
                              (to, now, before["run_id"]))
+                if experiment_summary is not None:
+                    conn.execute("UPDATE experiments SET summary=? WHERE run_id=?",
+                                 (_encode("summary", experiment_summary), before["run_id"]))
         return self.get_job(job_id)
 
     def update_job(self, job_id: int, expect: str | Iterable[str], **fields: Any) -> bool:

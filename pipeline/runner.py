@@ -199,24 +199,28 @@ def _signal_name(number: int) -> str:
 
 
 def finish(store: JobStore, job: Job, rc: int | None, note: str | None = None) -> Job | None:
-    """Record the end of an attempt (compare-and-set from running) and refresh the experiment summary."""
+    """Record the end of an attempt (compare-and-set from running) together with the experiment summary.
+
+    Both land in one transaction, so whoever sees the job ended also sees its final metrics.
+    """
     status, error = decide_status(job, rc)
     now = time.time()
-    done = store.transition(job.id, "running", status, detail=note, expect_attempt=job.attempt, exit_code=rc,
-                            error=error if status != "succeeded" else None, ended_at=now, heartbeat=now)
-    if done is not None and job.kind == "train":
+    summary = None
+    if job.kind == "train":
         ended = now if rc is not None else (job.heartbeat or now)  # a process found dead ended by its last beat
-        update_summary(store, job, wall=max(0.0, ended - (job.started_at or ended)))
-    return done
+        summary = final_summary(store, job, wall=max(0.0, ended - (job.started_at or ended)))
+    return store.transition(job.id, "running", status, detail=note, expect_attempt=job.attempt,
+                            experiment_summary=summary, exit_code=rc,
+                            error=error if status != "succeeded" else None, ended_at=now, heartbeat=now)
 
 
-def update_summary(store: JobStore, job: Job, wall: float = 0.0) -> None:
-    """Summary metrics of the job's run folder into its experiment row (wall seconds add up over attempts)."""
+def final_summary(store: JobStore, job: Job, wall: float = 0.0) -> dict:
+    """Summary metrics of the job's run folder for its experiment row (wall seconds add up over attempts)."""
     old = store.get_experiment(job.run_id).summary
     summary = summarize_run(job.run_dir)
     summary["wall_seconds"] = round(float(old.get("wall_seconds", 0.0)) + wall, 3)
     summary.setdefault("seconds", summary["wall_seconds"])
-    store.update_experiment(job.run_id, summary=summary)
+    return summary
 
 
 # -- recovery -----------------------------------------------------------------------------------------

@@ -531,9 +531,12 @@ def list_jobs(status: str | None = None) -> list[dict[str, Any]]:
     return [job_info(j) for j in sorted(jobs, key=lambda j: j.id, reverse=True)]
 
 
-def newest_running_job() -> int | None:
-    """The newest running (else queued) job id, for a reloaded page to re-attach to."""
-    for status in ("running", "queued"):
+def job_to_follow() -> int | None:
+    """The job a freshly loaded page follows: the newest running, else queued, else the newest of any status.
+
+    A job that ended while the page was reloading still shows its final state instead of "no job followed".
+    """
+    for status in ("running", "queued", None):
         jobs = backend().list(status=status)
         if jobs:
             return max(j.id for j in jobs)

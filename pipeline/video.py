@@ -21,6 +21,9 @@ class VideoInfo:
     height: int
 
 
+NO_VIDEO_STREAM = "video does not decode (the file has no video stream)"
+
+
 def _open(path: str | Path):
     import av
 
@@ -34,7 +37,7 @@ def probe_video(path: str | Path) -> VideoInfo:
     """Frame rate, frame count and size of a video (frames counted by decoding when the header lacks them)."""
     with _open(path) as container:
         if not container.streams.video:
-            raise UserError("file has no video stream", path)
+            raise UserError(NO_VIDEO_STREAM, path)
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 0.0
         count = int(stream.frames or 0)
@@ -42,7 +45,7 @@ def probe_video(path: str | Path) -> VideoInfo:
         if count <= 0:
             count = sum(1 for _ in container.decode(stream))
     if fps <= 0 or width <= 0:
-        raise UserError("video has no usable frame rate or size", path)
+        raise UserError("video does not decode (no usable frame rate or size)", path)
     return VideoInfo(fps=fps, frame_count=count, width=width, height=height)
 
 
@@ -54,7 +57,7 @@ def iter_video_frames(path: str | Path, indices: Iterable[int] | None = None) ->
     last = None if wanted is None else (max(wanted) if wanted else -1)
     with _open(path) as container:
         if not container.streams.video:
-            raise UserError("file has no video stream", path)
+            raise UserError(NO_VIDEO_STREAM, path)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         try:

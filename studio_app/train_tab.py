@@ -128,8 +128,8 @@ def list_jobs() -> list[list[Any]]:
 
 @guarded
 def reattach() -> tuple[Any, ...]:
-    """On page load: the job list and the newest running (or queued) job to follow."""
-    return records(service.list_jobs(), JOB_COLUMNS), service.newest_running_job() or 0, 0
+    """On page load: the job list and the job to follow (the newest running, else queued, else the newest)."""
+    return records(service.list_jobs(), JOB_COLUMNS), service.job_to_follow() or 0, 0
 
 
 def _fields() -> list[gr.components.Component]:

@@ -172,7 +172,7 @@ def test_jobs_queue_cancel_resume_and_watch(dataset: str) -> None:
     assert (first["status"], first["position"], second["position"]) == ("queued", 1, 2)
     listed = service.list_jobs()
     assert [j["job_id"] for j in listed] == [second["job_id"], first["job_id"]]
-    assert service.newest_running_job() == second["job_id"]
+    assert service.job_to_follow() == second["job_id"]
     assert service.cancel_job(first["job_id"])["status"] == "cancelled"
     assert service.list_jobs("queued")[0]["position"] == 1
     views = [v.to_dict() for v in service.watch_job(first["job_id"], poll=0.05)]
@@ -191,7 +191,8 @@ def test_jobs_queue_cancel_resume_and_watch(dataset: str) -> None:
         service.resume_job(second["job_id"])
     for job_id in (first["job_id"], second["job_id"]):
         service.cancel_job(job_id)
-    assert service.newest_running_job() is None
+    assert service.backend().list(status=("running", "queued")) == []
+    assert service.job_to_follow() == second["job_id"]  # nothing active: a reloaded page shows the newest job
     runs = dict((run_id, label) for label, run_id in service.run_choices())
     assert runs[first["run_id"]].startswith("first ·")
     rows = service.list_experiments(status="cancelled", where="training.max_steps=2")
