@@ -30,7 +30,7 @@ PRESET = "cpu_demo"
 TASKS = ("grounding",)
 # Many short videos at the tiny model's input size, one shape each: the split holds out whole videos, so the test
 # frames show colours, backgrounds and paths never seen in training (docs/DEMO.md says why one shape).
-SAMPLE_OPTIONS: dict[str, Any] = {"frames": 48, "videos": 64, "width": 64, "height": 64, "export_every": 1,
+SAMPLE_OPTIONS: dict[str, Any] = {"frames": 12, "videos": 256, "width": 64, "height": 64, "export_every": 1,
                                   "objects": 1, "seed": 0}
 SPLIT_OPTIONS: dict[str, Any] = {"strategy": "temporal", "ratios": (0.8, 0.1, 0.1), "seed": 42}
 EVAL_LIMIT = 200  # held-out examples scored per model (a fixed, seeded subset)

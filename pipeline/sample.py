@@ -136,11 +136,14 @@ def generate_sample(out_dir: str | Path, *, frames: int = 72, videos: int = 1, w
         labels_json=out / "labels.json", truth_json=out / "sample_truth.json", truth=truth)
 
 
+MAX_VIDEOS = 1024
+
+
 def _check_arguments(frames: int, videos: int, width: int, height: int, every: int, seed: int) -> None:
     if not 8 <= frames <= 20_000:
         raise UserError(f"frames per video (--frames) must be between 8 and 20000 (got {frames})")
-    if not 1 <= videos <= 64:
-        raise UserError(f"videos (--videos) must be between 1 and 64 (got {videos})")
+    if not 1 <= videos <= MAX_VIDEOS:
+        raise UserError(f"videos (--videos) must be between 1 and {MAX_VIDEOS} (got {videos})")
     if not (32 <= width <= 1920 and 32 <= height <= 1920) or width % 2 or height % 2:
         raise UserError(f"size (--size) must be even numbers from 32 to 1920, e.g. 320x180 (got {width}x{height})")
     if not 1 <= every <= frames:

@@ -337,7 +337,8 @@ def test_objects_caps_the_shapes_of_every_video(tmp_path: Path) -> None:
 
 def test_bad_arguments_raise_user_errors_and_leave_nothing(tmp_path: Path) -> None:
     for kwargs, text in (({"frames": 3}, "--frames"), ({"width": 321}, "--size"), ({"videos": 0}, "--videos"),
-                         ({"export_every": 0}, "--every"), ({"seed": -1}, "seed"), ({"objects": 5}, "objects")):
+                         ({"videos": 1025}, r"between 1 and 1024 \(got 1025\)"), ({"export_every": 0}, "--every"),
+                         ({"seed": -1}, "seed"), ({"objects": 5}, "objects")):
         with pytest.raises(UserError, match=text):
             generate_sample(tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()

@@ -13,7 +13,7 @@ from pipeline.collate import VisionLanguageCollator, build_generation_inputs, de
 from pipeline.errors import UserError
 from pipeline.models import load_model, load_processor, model_info, resolve_model_path
 from pipeline.registry import get_spec
-from pipeline.tiny import MARKER, TINY_MODELS, build_tiny_model, ensure_tiny_model
+from pipeline.tiny import MARKER, TINY_MODELS, build_tiny_model, ensure_tiny_model, sincos_2d
 
 ANSWER = '[{"bbox_2d": [12, 5, 40, 33], "label": "circle"}]'
 
@@ -50,6 +50,20 @@ def test_sizes_match_registry_and_stay_tiny(loaded):
     assert 200_000 <= info["params"] <= 1_000_000 and info["trainable"] == info["params"]
     assert len(processor.tokenizer) == spec.vocab_size == model.config.get_text_config().vocab_size
     assert model.config.get_text_config().hidden_size == spec.hidden_size
+
+
+def test_weights_are_initialised_for_a_narrow_model(loaded):
+    """Matrices start at std 1/sqrt(fan_in), not transformers' 0.02; a square vision grid gets a 2-D sin-cos code."""
+    key, _, model = loaded
+    for name, param in model.named_parameters():
+        if param.dim() >= 2 and param.numel() >= 4096 and "position_embedding" not in name:
+            expected = param[0].numel() ** -0.5
+            assert abs(param.std().item() / expected - 1) < 0.1, (name, param.std().item(), expected)
+    if key == "tiny-smolvlm":  # 64 px / 16 px patches: a 4x4 grid, row-major
+        table = model.model.vision_model.embeddings.position_embedding.weight
+        assert torch.allclose(table, sincos_2d(4, table.shape[1]))
+        assert torch.allclose(table[1, :16], torch.sin(torch.ones(16) / 100.0 ** (torch.arange(16) / 16)))
+        assert torch.equal(table[4, :32], table[0, :32]) and not torch.equal(table[4], table[0])  # same x, next y
 
 
 def test_tokenizer_splits_digits_and_json_punctuation(loaded):
