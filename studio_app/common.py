@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -17,11 +19,28 @@ log = logging.getLogger("studio_app")
 TRACK_TQDM = gr.Progress(track_tqdm=True)  # gradio injects it per event: tqdm bars become the UI progress bar
 
 
+def _private_roots() -> list[str]:
+    """Server folders whose paths a visitor must not see: gradio's upload folder and the studio's staging cache."""
+    from gradio.utils import get_upload_folder
+
+    from pipeline.home import studio_home
+
+    roots = {get_upload_folder(), str(studio_home() / "cache")}
+    return sorted({os.path.realpath(r) for r in roots} | roots, key=len, reverse=True)
+
+
+def public_message(text: str) -> str:
+    """The message with every path under a private server folder cut down to its file name."""
+    for root in _private_roots():
+        text = re.sub(re.escape(root.rstrip("/")) + r"/[^\s:'\"]*", lambda m: os.path.basename(m.group(0)), text)
+    return text
+
+
 def _error(exc: BaseException) -> gr.Error:
     if isinstance(exc, gr.Error):
         return exc
     if isinstance(exc, UserError):
-        return gr.Error(str(exc), print_exception=False)
+        return gr.Error(public_message(str(exc)), print_exception=False)
     log.exception("unexpected error in a handler")
     return gr.Error(f"internal error ({type(exc).__name__}); the server log has the details", print_exception=False)
 

@@ -130,8 +130,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- verbs --------------------------------------------------------------------------------------------------
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
-        who = self._user()
         path = urlparse(self.path).path
+        if path == "/.well-known/openid-configuration":  # the Hub as the OpenID provider of a Space's sign-in
+            base = self.hub.endpoint
+            return self._send(200, {
+                "issuer": base, "authorization_endpoint": f"{base}/oauth/authorize",
+                "token_endpoint": f"{base}/oauth/token", "userinfo_endpoint": f"{base}/oauth/userinfo",
+                "jwks_uri": f"{base}/oauth/jwks", "response_types_supported": ["code"]})
+        who = self._user()
         if who is None:
             return self._send(401, {"error": "Invalid credentials in Authorization header"})
         if path == "/api/whoami-v2":

@@ -71,6 +71,27 @@ def test_handlers_turn_user_errors_into_gradio_errors() -> None:
         quality_tab.split("../etc", "random", "0.8,0.1,0.1", 1)
 
 
+def test_error_messages_show_uploads_by_name_not_by_server_path(monkeypatch: pytest.MonkeyPatch,
+                                                                 studio_home: Path, tmp_path: Path) -> None:
+    from pipeline.errors import UserError
+    from studio_app.common import guarded
+
+    upload = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(upload))
+
+    @guarded
+    def refuse(path: str) -> None:
+        raise UserError("not a ZIP archive", path)
+
+    for path in (upload / "4f1c" / "export.zip", studio_home / "cache" / "upload-x1" / "annotations" / "export.zip"):
+        with pytest.raises(gr.Error) as refused:
+            refuse(str(path))
+        assert refused.value.message == "export.zip: not a ZIP archive"
+    with pytest.raises(gr.Error) as refused:
+        refuse("/srv/shared/export.zip")  # a path the user typed stays as it was
+    assert refused.value.message == "/srv/shared/export.zip: not a ZIP archive"
+
+
 def test_space_refuses_jobs_and_pushes_without_sign_in(monkeypatch: pytest.MonkeyPatch) -> None:
     from studio_app import export_tab, train_tab
 

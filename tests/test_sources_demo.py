@@ -95,6 +95,29 @@ def test_demo_frames_are_clean_video_frames_not_overlays(sample_dir: Path, truth
     assert {i["rule"] for i in meta["issues"]} == {"fps_mismatch", "bbox_mismatch"}
 
 
+def test_unreadable_videos_all_say_video_does_not_decode(tmp_path: Path) -> None:
+    """Random bytes and a real MP4 holding only audio get the same leading words, whatever FFmpeg made of them."""
+    import av
+
+    from pipeline.errors import UserError
+    from pipeline.video import iter_video_frames, probe_video
+
+    audio_only = tmp_path / "audio.mp4"
+    with av.open(str(audio_only), "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(bytes(range(256)) * 16)
+    for path, detail in ((audio_only, "(the file has no video stream)"), (garbage, "video does not decode")):
+        for read in (probe_video, lambda p: list(iter_video_frames(p))):
+            with pytest.raises(UserError, match="video does not decode") as refused:
+                read(path)
+            assert str(refused.value).startswith(f"{path}: ") and detail in str(refused.value)
+
+
 def test_demo_nested_zip_and_unzipped_folder_read_the_same(sample_dir: Path, truth: dict, tmp_path: Path) -> None:
     demo = truth["sam2_demo_zip"][0]
     reference, _, _ = read_source(sample_dir / demo["file"])

@@ -101,6 +101,22 @@ def test_stream_errors(sample_dir: Path, truth: dict, tmp_path: Path) -> None:
         read_source(junk, videos=[sample_dir / truth["video"]])
 
 
+def test_stream_line_over_the_cap_is_refused(sample_dir: Path, truth: dict, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.sources import sam2_stream
+
+    lines = (sample_dir / truth["file"]).read_text().splitlines()
+    cap = max(len(line) for line in lines) + 1
+    monkeypatch.setattr(sam2_stream, "MAX_LINE_CHARS", cap)
+    path = tmp_path / "session.jsonl"
+    path.write_text("\n".join([*lines[:2], " " * cap + lines[2], *lines[3:]]) + "\n")
+    with pytest.raises(UserError, match=f"line 3 is longer than {cap:,} characters") as refused:
+        read_source(path, videos=[sample_dir / truth["video"]])
+    assert str(refused.value).startswith(f"{path}: ")
+    path.write_text("\n".join(lines) + "\n")  # the same lines within the cap read fine
+    assert read_source(path, videos=[sample_dir / truth["video"]])[0]
+
+
 def test_stream_frames_beyond_the_video(sample_dir: Path, truth: dict, tmp_path: Path) -> None:
     lines = _lines(sample_dir, truth)
     late = dict(lines[0], frame_index=truth["frame_count"] + 10)

@@ -21,11 +21,19 @@ from .common import (
 )
 from .frames import VideoFrames, open_frames, read_frames
 
+MAX_LINE_CHARS = 64 * 1024 * 1024  # one frame's masks; far above any real export, far below the machine's memory
 
-def iter_stream_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed JSON or the JSONDecodeError) for each non-empty line."""
+
+def iter_stream_lines(path: Path, max_chars: int | None = None) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON or the JSONDecodeError) for each non-empty line; an overlong line is refused."""
+    max_chars = max_chars or MAX_LINE_CHARS
     with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
+        number = 0
+        while line := handle.readline(max_chars + 1):
+            number += 1
+            if len(line) > max_chars:
+                raise UserError(f"line {number} is longer than {max_chars:,} characters; each line of a SAM 2 "
+                                "stream holds one frame's masks", path)
             if line.strip():
                 try:
                     yield number, json.loads(line)

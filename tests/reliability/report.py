@@ -87,13 +87,9 @@ python bench/load.py --clients 8 --duration 20     # the load benchmark on its o
 GAPS = """\
 ## Known gaps
 
-- App error messages name the uploaded file by its path in the server's gradio cache (e.g.
-  `/tmp/gradio/<hash>/export.zip: not a ZIP archive`), which shows a remote user the server's temp path.
-- Gradio's real Space OAuth needs `authlib` (`gradio[oauth]`, installed by Spaces for `hf_oauth: true`), which is
-  not installed here; the Space case runs with `SPACE_ID` set and gradio's local OAuth stand-in. Outside a Space,
-  gradio's stand-in logs any visitor in as the owner's account (never with the owner's token), so `SPACE_ID` must
-  not be set on a self-hosted server.
-- JSON lines (SAM 2 streams) are read line by line with no per-line size cap.
+- Outside a Space, gradio's OAuth stand-in logs any visitor in as the owner's account (never with the owner's
+  token), so `SPACE_ID` must not be set on a self-hosted server. The real Space sign-in is checked up to the redirect
+  to the provider (a local OpenID stand-in); the token exchange with huggingface.co is not exercised offline.
 - A real GPU is not exercised: GPU slots are tested with a two-slot CUDA resource description and real processes.
 """
 
@@ -121,6 +117,12 @@ FIXES = [  # (case, module, bug, fix): what this suite found in other modules an
     ("space_refuses_callers_who_are_not_signed_in", "tests/hubstandin.py",
      "the stand-in's whoami-v2 lacked fullname and avatarUrl, so gradio's OAuth could not start against it",
      "fields added"),
+    ("app_refuses_bad_uploads_cleanly", "studio_app/common.py",
+     "a refused upload's message showed its path in the server's gradio upload folder",
+     "paths under the upload folder and the staging cache are cut to the file name"),
+    ("a_real_space_sends_visitors_to_hugging_face_sign_in", "requirements.txt",
+     "authlib was missing, so on a real Space (SYSTEM=spaces) gradio could not mount the Hugging Face sign-in",
+     "authlib pinned"),
 ]
 
 

@@ -41,6 +41,8 @@ def test_app_refuses_bad_uploads_cleanly(case: Case, live_app: Any, sample: Samp
     message = str(refused.value)
     assert case.expect in message and "\n" not in message.strip(), message
     assert f"{Path(uploads[0]).name}: " in message, "the message names the uploaded file"
+    for private in (live_app.gradio_tmp, live_app.home / "cache", live_app.tmp):
+        assert str(private) not in message, "the message shows a server folder"
     assert "Traceback" not in live_app.log_text()[log_start:]
     assert not (live_app.home / "datasets" / name).exists()
     assert _leftovers(live_app) == []

@@ -245,6 +245,46 @@ def test_space_refuses_callers_who_are_not_signed_in(action: str, call: Any, spa
     assert os.environ.get("SPACE_ID") is None, "the test process itself is not a Space"
 
 
+@pytest.mark.slow
+def test_a_real_space_sends_visitors_to_hugging_face_sign_in(tmp_path: Path) -> None:
+    """SYSTEM=spaces with the OAuth variables a Space sets for `hf_oauth: true`: gradio mounts the real sign-in
+    (authlib, pinned in requirements.txt), and /login/huggingface redirects to the provider's authorize page with
+    the Space's client id and a callback on the app."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from hubstandin import HubStandIn
+
+    from .appserver import require_app
+
+    require_app()
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    with HubStandIn({}) as provider:
+        server = AppServer(tmp_path, SYSTEM="spaces", SPACE_ID="alice/sam2-vlm-studio", OAUTH_CLIENT_ID="studio-client",
+                           OAUTH_CLIENT_SECRET="client-secret", OAUTH_SCOPES="openid profile write-repos",
+                           OPENID_PROVIDER_URL=provider.endpoint)
+        try:
+            server.start()
+            opener = urllib.request.build_opener(NoRedirect)
+            with pytest.raises(urllib.error.HTTPError) as redirect:
+                opener.open(server.url + "login/huggingface", timeout=30)
+        finally:
+            server.stop()
+    assert redirect.value.code in (302, 303, 307)
+    target = urllib.parse.urlsplit(redirect.value.headers["Location"])
+    query = urllib.parse.parse_qs(target.query)
+    assert f"{target.scheme}://{target.netloc}{target.path}" == f"{provider.endpoint}/oauth/authorize"
+    assert query["client_id"] == ["studio-client"] and query["response_type"] == ["code"]
+    assert query["scope"] == ["openid profile write-repos"]
+    callback = urllib.parse.urlsplit(query["redirect_uri"][0])
+    assert (callback.netloc, callback.path) == (f"127.0.0.1:{server.port}", "/login/callback")
+
+
 # -- after everything -----------------------------------------------------------------------------------------------
 THIRD_PARTY_CACHES = {"torchinductor_root"}  # torch's compile cache, created in TMPDIR by the training processes
 
