@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from pipeline import service
+from pipeline import job_view, service
 
 from .common import guarded, records, require_user
 
@@ -92,14 +92,14 @@ def start_training(dataset: str, model: str, preset: str, config_yaml: str, max_
 def watch_job(job_id: float | None, from_seq: float | None) -> Any:
     """Stream a job's progress (bar, loss and learning-rate plots, throughput, memory, log tail) until it ends."""
     if not job_id:
-        yield gr.skip(), service.progress_html(None), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        yield gr.skip(), job_view.progress_html(None), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return
     for view in service.watch_job(int(job_id), int(from_seq or 0)):
         plots = any(e.get("event") in ("log", "eval", "start", "resume", "end") for e in view.events) \
             if view.events else True
-        loss = service.curve_figure(view, ["loss", "eval_loss"], "Loss") if plots else gr.skip()
-        lr = service.curve_figure(view, ["lr"], "Learning rate", from_zero=True) if plots else gr.skip()
-        yield (view.to_dict(), service.progress_html(view), service.stats_markdown(view), loss, lr, view.log_tail,
+        loss = job_view.curve_figure(view, ["loss", "eval_loss"], "Loss") if plots else gr.skip()
+        lr = job_view.curve_figure(view, ["lr"], "Learning rate", from_zero=True) if plots else gr.skip()
+        yield (view.to_dict(), job_view.progress_html(view), job_view.stats_markdown(view), loss, lr, view.log_tail,
                view.seq)
 
 
@@ -179,7 +179,7 @@ def build() -> dict[str, Any]:
             watch_btn = gr.Button("Watch")
             cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-job")
             resume_btn = gr.Button("Resume")
-        progress = gr.HTML(service.progress_html(None), elem_id="train-progress-box", label="progress")
+        progress = gr.HTML(job_view.progress_html(None), elem_id="train-progress-box", label="progress")
         stats = gr.Markdown(elem_id="train-stats", label="stats")
         with gr.Row():
             loss_plot = gr.Plot(label="Loss", elem_id="loss-plot")

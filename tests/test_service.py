@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import service
+from pipeline import job_view, service
 from pipeline.errors import UserError
 
 
@@ -206,7 +206,7 @@ def test_jobs_queue_cancel_resume_and_watch(dataset: str) -> None:
 
 
 def test_watch_view_folds_progress_events() -> None:
-    view = service.WatchView(job_id=7)
+    view = job_view.WatchView(job_id=7)
     events: list[dict[str, Any]] = [
         {"event": "status", "status": "running", "attempt": 1},
         {"event": "start", "seq": 1, "step": 0, "total_steps": 4},
@@ -221,16 +221,16 @@ def test_watch_view_folds_progress_events() -> None:
     assert (data["status"], data["seq"], data["step"], data["total_steps"], data["fraction"]) == ("running", 4, 2, 4,
                                                                                                    0.5)
     assert view.curves == {"loss": {1: 2.0, 2: 1.5}, "lr": {1: 1e-3, 2: 5e-4}, "eval_loss": {2: 1.7}}
-    html = service.progress_html(view)
+    html = job_view.progress_html(view)
     assert "<progress value='2' max='4'" in html and "step 2/4 (50%)" in html and "ETA 0:30" in html
-    stats = service.stats_markdown(view)
+    stats = job_view.stats_markdown(view)
     assert "loss **1.5000**" in stats and "2.50 samples/s" in stats and "rss 600 MiB" in stats
-    fig = service.curve_figure(view, ["loss", "eval_loss"], "Loss")
+    fig = job_view.curve_figure(view, ["loss", "eval_loss"], "Loss")
     assert [t.name for t in fig.data] == ["loss", "eval_loss"] and list(fig.data[0].y) == [2.0, 1.5]
     view.add({"event": "end", "seq": 5, "status": "failed", "error": "CUDA out of memory"})
     view.add({"event": "status", "status": "failed", "attempt": 1, "error": "CUDA out of memory"})
-    assert "CUDA out of memory" in service.progress_html(view) and "failed" in service.progress_html(view)
-    assert "no job followed yet" in service.progress_html(None)
+    assert "CUDA out of memory" in job_view.progress_html(view) and "failed" in job_view.progress_html(view)
+    assert "no job followed yet" in job_view.progress_html(None)
 
 
 def test_space_requires_a_signed_in_user(monkeypatch: pytest.MonkeyPatch) -> None:
