@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
 from .jobstore import RESUMABLE, Job, JobStore
@@ -214,7 +215,7 @@ def finish(store: JobStore, job: Job, rc: int | None, note: str | None = None) -
                             error=error if status != "succeeded" else None, ended_at=now, heartbeat=now)
 
 
-def final_summary(store: JobStore, job: Job, wall: float = 0.0) -> dict:
+def final_summary(store: JobStore, job: Job, wall: float = 0.0) -> dict[str, Any]:
     """Summary metrics of the job's run folder for its experiment row (wall seconds add up over attempts)."""
     old = store.get_experiment(job.run_id).summary
     summary = summarize_run(job.run_dir)
