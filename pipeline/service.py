@@ -537,11 +537,12 @@ def job_to_follow() -> int | None:
 
     A job that ended while the page was reloading still shows its final state instead of "no job followed".
     """
-    for status in ("running", "queued", None):
-        jobs = backend().list(status=status)
-        if jobs:
-            return max(j.id for j in jobs)
-    return None
+    jobs = backend().list()
+    for status in ("running", "queued"):
+        ids = [j.id for j in jobs if j.status == status]
+        if ids:
+            return max(ids)
+    return max((j.id for j in jobs), default=None)
 
 
 def cancel_job(job_id: int) -> dict[str, Any]:
