@@ -7,7 +7,7 @@ import importlib
 import sys
 from types import ModuleType
 
-from . import __version__
+from . import __version__, quiet
 from .errors import UserError
 
 VERBS: dict[str, str] = {
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the verb; bad input becomes one `error:` line and exit code 2."""
+    quiet.install()
     args = build_parser().parse_args(argv)
     if not args.verb:
         build_parser().print_help()

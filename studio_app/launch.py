@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from pipeline import service
+from pipeline import quiet, service
 from pipeline.errors import UserError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -92,6 +92,7 @@ def _warm_sample() -> None:
 def main() -> None:
     """`python app.py`: start the job scheduler thread (stale jobs become interrupted), build the UI and serve it."""
     started = time.monotonic()
+    quiet.install()
     from .ui import build_ui
 
     try:
