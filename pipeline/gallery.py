@@ -20,6 +20,9 @@ CAPTION_FG = (235, 235, 235)
 DRAWN_TASKS = ("grounding", "polygon", "negative")  # negatives only when they answered boxes (false positives)
 CAPTION_LINES = 3
 LINE_HEIGHT = 14
+# Object colours of the upload preview (mask tint, box and label), by object id
+PALETTE = [(230, 40, 40), (40, 190, 70), (40, 90, 235), (250, 205, 30), (205, 50, 205), (30, 205, 215),
+           (255, 128, 0), (128, 64, 255)]
 
 
 def _font(size: int = 11) -> Any:
@@ -207,3 +210,37 @@ def comparison_grid(columns: dict[str, list[dict[str, Any]]], image_root: str | 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     out.save(path)
     return Path(path)
+
+
+# -- the upload preview: masks tinted, boxes and labels drawn ----------------------------------------------------
+def draw_objects(image: Any, objects: list[Any], boxes: bool = True, min_width: int = 320) -> Any:
+    """A copy of a frame with each object's mask tinted and its box and label drawn (upscaled when small)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from .masks import decode_rle
+
+    rgb = np.asarray(image.convert("RGB")).copy()
+    for obj in objects:
+        mask = decode_rle(obj.rle).astype(bool)
+        if mask.shape == rgb.shape[:2]:
+            colour = np.array(PALETTE[obj.object_id % len(PALETTE)])
+            rgb[mask] = (0.5 * rgb[mask] + 0.5 * colour).astype(np.uint8)
+    scale = max(1, min_width // max(1, rgb.shape[1])) if boxes else 1
+    out = Image.fromarray(rgb).resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.Resampling.NEAREST)
+    if boxes:
+        draw = ImageDraw.Draw(out)
+        for obj in objects:
+            colour = PALETTE[obj.object_id % len(PALETTE)]
+            x1, y1, x2, y2 = (v * scale for v in obj.bbox)
+            draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=colour, width=2)
+            draw.text((x1 + 3, max(0, y1 - 12)), obj.label, fill=colour)
+    return out
+
+
+def upscale(image: Any, side: int) -> Any:
+    """Enlarge a small image by a whole factor (nearest neighbour) so its longest side reaches about `side`."""
+    from PIL import Image
+
+    scale = max(1, side // max(1, max(image.size)))
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)

@@ -1,6 +1,7 @@
 """The app's facade: plain functions the Gradio handlers call (no gradio here), returning JSON-able dicts, paths,
 PIL images and plotly figures. Everything is addressed by name inside STUDIO_HOME (datasets/<name>, runs by run id,
-exports/<name>), so a remote caller can never point the studio at an arbitrary path.
+exports/<name>), so a remote caller can never point the studio at an arbitrary path. A thin facade: uploads live
+in uploads.py, drawing in gallery.py; this module re-exports what the handlers call.
 
     from pipeline import service
     service.convert_inputs([], "demo", sample=True)           # built-in sample -> STUDIO_HOME/datasets/demo
@@ -13,18 +14,27 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
+from .gallery import PALETTE, draw_objects  # noqa: F401
 from .home import home_dir, studio_home
 from .job_view import WatchView
+from .uploads import (  # noqa: F401
+    SAMPLE_NAME,
+    SAMPLE_OPTIONS,
+    Inputs,
+    detect_inputs,
+    ensure_sample,
+    labels_from_rows,
+    sample_inputs,
+    sample_options,
+    staged_inputs,
+)
 
 if TYPE_CHECKING:
     from .jobs import LocalBackend
@@ -32,19 +42,12 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "tiny-smolvlm"
 DEFAULT_PRESET = "cpu_demo"
 DEFAULT_TASKS = ("grounding",)
-SAMPLE_NAME = "sample"
-# Options of the built-in sample the app generates on demand; empty: the offline demo's own (pipeline/demo.py: enough
-# short videos for a temporal split and for the tiny model to learn boxes).
-SAMPLE_OPTIONS: dict[str, Any] = {}
 FORM_FIELDS = ("training.method", "training.max_steps", "training.epochs", "training.batch_size",
                "training.grad_accum", "training.learning_rate", "training.scheduler", "lora.r", "lora.alpha",
                "data.max_length", "training.save_steps", "training.logging_steps")
 MAX_YAML_BYTES = 64 * 1024
-PALETTE = [(230, 40, 40), (40, 190, 70), (40, 90, 235), (250, 205, 30), (205, 50, 205), (30, 205, 215),
-           (255, 128, 0), (128, 64, 255)]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _LOCK = threading.Lock()  # the backends table
-_SAMPLE_LOCK = threading.Lock()
 _HARDWARE_LOCK = threading.Lock()
 _BACKENDS: dict[Path, LocalBackend] = {}
 _MODE = {"scheduler": "process"}
@@ -119,209 +122,7 @@ def hardware() -> Any:
 
 
 # -- inputs: the built-in sample and uploads -------------------------------------------------------------------
-@dataclass
-class Inputs:
-    """Uploaded (or sample) files sorted by role."""
-
-    annotations: list[Path] = field(default_factory=list)
-    videos: list[Path] = field(default_factory=list)
-    images: Path | None = None
-    image_count: int = 0
-    labels_file: Path | None = None
-    labels: dict[int, str] = field(default_factory=dict)
-
-
-def sample_options() -> dict[str, Any]:
-    """The generator options of the built-in sample."""
-    from .demo import SAMPLE_OPTIONS as DEMO_SAMPLE
-
-    return dict(SAMPLE_OPTIONS or DEMO_SAMPLE)
-
-
-def ensure_sample(progress: bool = False) -> Path:
-    """The built-in sample in STUDIO_HOME/sample, generated on first use (seconds; a tqdm bar when `progress`)."""
-    from .sample import generate_sample
-
-    folder = studio_home() / SAMPLE_NAME
-    with _SAMPLE_LOCK:
-        if not (folder / "sample_truth.json").is_file():
-            shutil.rmtree(folder, ignore_errors=True)
-            generate_sample(folder, **sample_options(), progress=progress)
-    return folder
-
-
-def sample_inputs(progress: bool = False) -> Inputs:
-    """The sample's SAM 2 demo exports with their source videos and the real names of the objects."""
-    from .sources.labels import load_labels
-
-    folder = ensure_sample(progress)
-    labels = folder / "labels.json"
-    return Inputs(annotations=sorted(folder.glob("sam2_export_*.zip")), videos=sorted(folder.glob("session_*.mp4")),
-                  labels_file=labels, labels=load_labels(labels))
-
-
-@contextmanager
-def staged_inputs(files: Sequence[str | Path] | None, sample: bool = False, progress: bool = False,
-                  ) -> Iterator[Inputs]:
-    """Sort uploads into annotations / videos / frames / labels; frames are gathered into one temporary folder."""
-    from .sources.common import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-    from .sources.labels import load_labels
-
-    if sample:
-        yield sample_inputs(progress)
-        return
-    paths = [Path(f) for f in files or [] if f]
-    if not paths:
-        raise UserError("upload an export (ZIP, JSON, JSONL, with its video or frames) or pick the built-in sample")
-    staging = Path(tempfile.mkdtemp(prefix="upload-", dir=home_dir("cache")))
-    try:
-        found = Inputs()
-        for path in paths:
-            suffix, stem = path.suffix.lower(), path.stem.lower()
-            if not path.is_file():
-                raise UserError("uploaded file is missing", path.name)
-            if suffix in VIDEO_SUFFIXES:
-                found.videos.append(path)
-            elif suffix in IMAGE_SUFFIXES:
-                _link(path, staging / "frames" / path.name)
-                found.images, found.image_count = staging / "frames", found.image_count + 1
-            elif "label" in stem and suffix in (".json", ".csv", ".txt"):
-                found.labels_file, found.labels = path, load_labels(path)
-            elif suffix in (".zip", ".json", ".jsonl", ".ndjson"):
-                found.annotations.append(path)
-            else:
-                raise UserError("unsupported file type (expected ZIP, JSON, JSONL, a video or image frames)",
-                                path.name)
-        if not found.annotations:
-            raise UserError("no annotation file among the uploads (a SAM 2 export ZIP, JSON or JSONL)")
-        yield found
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _link(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-
-
 # -- Data tab ---------------------------------------------------------------------------------------------------
-def detect_inputs(files: Sequence[str | Path] | None, sample: bool = False, preview: int = 8, progress: bool = False,
-                  ) -> tuple[dict[str, Any], list[tuple[Any, str]], list[tuple[Any, str]]]:
-    """(what was recognised, preview frames with masks and boxes drawn, one thumbnail per object)."""
-    from .ingest import detect
-
-    with staged_inputs(files, sample, progress) as inputs:
-        found = [detect(path) for path in inputs.annotations]
-        info: dict[str, Any] = {
-            "inputs": [{"file": f.path.name, "format": f.format, "details": f.details} for f in found],
-            "videos": [v.name for v in inputs.videos], "frames": inputs.image_count,
-            "labels_file": inputs.labels_file.name if inputs.labels_file else None, "sample": sample}
-        shots, objects, problems = _preview_frames(inputs, preview)
-    for oid in inputs.labels.keys() - objects.keys():  # named in labels.json but not in the previewed frames
-        objects[oid] = {"label": "", "frames": 0, "thumb": None}
-    info["objects"] = [{"object_id": oid, "label": o["label"], "name": inputs.labels.get(oid, ""),
-                        "frames": o["frames"]} for oid, o in sorted(objects.items())]
-    info["problems"] = problems
-    thumbs = [(o["thumb"], f"{oid}: {o['label']}") for oid, o in sorted(objects.items()) if o["thumb"] is not None]
-    return info, shots, thumbs
-
-
-def _preview_frames(inputs: Inputs, limit: int) -> tuple[list[tuple[Any, str]], dict[int, dict[str, Any]], list]:
-    from .sources import IssueLog, ReadOptions, open_source
-
-    options = ReadOptions(videos=tuple(inputs.videos), images=inputs.images,
-                          single_input=len(inputs.annotations) == 1)
-    log = IssueLog()
-    shots: list[tuple[Any, str]] = []
-    objects: dict[int, dict[str, Any]] = {}
-    per_input = max(2, -(-limit // max(1, len(inputs.annotations))))
-    for path in inputs.annotations:
-        if len(shots) >= limit:
-            break  # enough to look at; opening every export of a large upload would only cost time
-        with open_source(path, options, log) as src:
-            plan, start = {vid: idx for vid, idx in src.plan().items() if idx}, len(shots)
-            for vid, indices in plan.items():
-                for frame in src.frames(vid, _spread(indices, 2 * max(1, per_input // len(plan)))):
-                    if frame.objects and len(shots) - start < per_input:  # frames without objects say little
-                        image = frame.image.convert("RGB")
-                        shots.append((draw_objects(image, frame.objects), f"{vid} · frame {frame.frame_index}"))
-                        _collect(objects, image, frame.objects)
-    problems = [f"{Path(i['source']).name}: {i['message']}" for i in log.issues if i.get("severity") == "error"]
-    problems = (log.warnings + problems)[:5]
-    return shots, objects, problems
-
-
-def _spread(indices: list[int], count: int) -> list[int]:
-    """`count` indices evenly spread over a sorted list."""
-    if len(indices) <= count:
-        return list(indices)
-    step = (len(indices) - 1) / max(1, count - 1)
-    return sorted({indices[round(k * step)] for k in range(count)})
-
-
-def _collect(objects: dict[int, dict[str, Any]], image: Any, anns: list[Any]) -> None:
-    for obj in anns:
-        entry = objects.setdefault(obj.object_id, {"label": obj.label, "frames": 0, "area": -1, "thumb": None})
-        entry["frames"] += 1
-        if obj.area > entry["area"]:
-            x1, y1, x2, y2 = obj.bbox
-            box = (max(0, x1 - 4), max(0, y1 - 4), min(image.width, x2 + 4), min(image.height, y2 + 4))
-            crop = draw_objects(image, [obj], boxes=False).crop(box)
-            entry["area"], entry["thumb"] = obj.area, _upscale(crop, 96)
-
-
-def draw_objects(image: Any, objects: list[Any], boxes: bool = True, min_width: int = 320) -> Any:
-    """A copy of a frame with each object's mask tinted and its box and label drawn (upscaled when small)."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    from .masks import decode_rle
-
-    rgb = np.asarray(image.convert("RGB")).copy()
-    for obj in objects:
-        mask = decode_rle(obj.rle).astype(bool)
-        if mask.shape == rgb.shape[:2]:
-            colour = np.array(PALETTE[obj.object_id % len(PALETTE)])
-            rgb[mask] = (0.5 * rgb[mask] + 0.5 * colour).astype(np.uint8)
-    scale = max(1, min_width // max(1, rgb.shape[1])) if boxes else 1
-    out = Image.fromarray(rgb).resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.Resampling.NEAREST)
-    if boxes:
-        draw = ImageDraw.Draw(out)
-        for obj in objects:
-            colour = PALETTE[obj.object_id % len(PALETTE)]
-            x1, y1, x2, y2 = (v * scale for v in obj.bbox)
-            draw.rectangle([x1, y1, x2 - 1, y2 - 1], outline=colour, width=2)
-            draw.text((x1 + 3, max(0, y1 - 12)), obj.label, fill=colour)
-    return out
-
-
-def _upscale(image: Any, side: int) -> Any:
-    from PIL import Image
-
-    scale = max(1, side // max(1, max(image.size)))
-    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
-
-
-def labels_from_rows(rows: Any) -> dict[int, str]:
-    """The label editor's rows [[object id, label in export, name], ...] (or {id: name}) as {id: name}."""
-    if isinstance(rows, dict) and "data" in rows:
-        rows = rows["data"]
-    if isinstance(rows, dict):
-        rows = [[key, "", value] for key, value in rows.items()]
-    labels = {}
-    for row in rows or []:
-        if len(row) < 3 or row[0] in (None, "") or not str(row[2] or "").strip():
-            continue
-        try:
-            labels[int(float(row[0]))] = str(row[2]).strip()
-        except ValueError:
-            raise UserError(f"label editor: object id {row[0]!r} is not a number") from None
-    return labels
-
-
 def convert_inputs(files: Sequence[str | Path] | None, name: str, *, sample: bool = False,
                    labels: dict[int, str] | None = None, tasks: Sequence[str] = DEFAULT_TASKS,
                    family: str = DEFAULT_MODEL, every: int = 1, max_frames: int | None = None,
