@@ -30,7 +30,7 @@ def run(tmp_path: Path) -> Path:
     _checkpoint(run, 2)
     (_checkpoint(run, 4) / rundir.MANIFEST_FILE).write_text("{not json")  # corrupt manifest
     (_checkpoint(run, 6) / rundir.MANIFEST_FILE).unlink()  # killed before the manifest
-    (_checkpoint(run, 8) / "adapter_model.safetensors").write_bytes(b"W" * len(b"weights" * 8))  # same size, other bytes
+    (_checkpoint(run, 8) / "adapter_model.safetensors").write_bytes(b"W" * 56)  # same size (7 * 8), other bytes
     broken = _checkpoint(run, 10)
     (broken / rundir.MANIFEST_FILE).write_text(json.dumps({"step": 10, "files": ["adapter_model.safetensors"]}))
     (run / "checkpoint-notanumber").mkdir()
