@@ -1,15 +1,14 @@
 """Trainer callbacks of a run folder: progress JSONL, TensorBoard, checkpoint manifests / best / pruning,
 early stopping and cancel (SIGTERM or RUN/STOP). Only rank 0 writes; every callback is cheap on the step path.
+The run folder's names, manifests, best.json and STOP belong to `pipeline.rundir`; these callbacks ask it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import queue
-import re
 import shutil
 import signal
 import threading
@@ -20,42 +19,30 @@ from typing import Any
 from transformers import TrainerCallback
 
 from .atomic import atomic_write_text
-
-PROGRESS_FILE = "progress.jsonl"
-MANIFEST = "manifest.json"
-BEST_FILE = "best.json"
-STOP_FILE = "STOP"
-STATE_FILE = "studio_state.json"  # early-stopping counters, saved inside each checkpoint
-_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+from .rundir import (
+    checkpoint_path,
+    last_event,
+    list_checkpoints,
+    progress_path,
+    prune_checkpoints,
+    read_best,
+    read_checkpoint_state,
+    read_manifest,
+    stop_path,
+    write_best,
+    write_checkpoint_state,
+    write_manifest,
+)
 
 
 # -- progress.jsonl --------------------------------------------------------------------------------------
-def _last_event(path: Path) -> dict[str, Any]:
-    """The last complete JSON line of a progress file ({} when none)."""
-    try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, 2)
-            handle.seek(max(0, size - 65536))
-            lines = handle.read().splitlines()
-    except FileNotFoundError:
-        return {}
-    for line in reversed(lines):
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            return event
-    return {}
-
-
 class ProgressWriter:
     """Appends events to RUN/progress.jsonl from a background thread; each event gets the next `seq`."""
 
     def __init__(self, run_dir: str | Path, enabled: bool = True) -> None:
-        self.path = Path(run_dir) / PROGRESS_FILE
+        self.path = progress_path(run_dir)
         self.enabled = enabled
-        last = _last_event(self.path) if enabled else {}
+        last = last_event(self.path) if enabled else {}
         self.seq = int(last.get("seq", 0)) if isinstance(last.get("seq"), int) else 0
         self.previous_elapsed = float(last.get("elapsed_s") or 0.0)
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -274,91 +261,6 @@ def barrier() -> None:
 
 
 # -- checkpoints ------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_manifest(checkpoint: str | Path, step: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Hash every file of a checkpoint and write manifest.json last, atomically: the folder is now complete."""
-    folder = Path(checkpoint)
-    files: dict[str, dict[str, Any]] = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and
-                       not p.name.startswith(".")):
-        files[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
-    manifest = {"step": step, "created": round(time.time(), 3), "files": files,
-                "total_bytes": sum(f["size"] for f in files.values()), **(extra or {})}
-    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-    return manifest
-
-
-def check_manifest(checkpoint: str | Path, verify_hashes: bool = True) -> str | None:
-    """None when the checkpoint's manifest validates, else what is wrong."""
-    folder = Path(checkpoint)
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        files = manifest["files"]
-    except FileNotFoundError:
-        return "no manifest.json (incomplete)"
-    except (ValueError, KeyError, TypeError):
-        return "unreadable manifest.json"
-    for name, info in files.items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != info.get("size"):
-            return f"{name} has the wrong size"
-        if verify_hashes and _sha256(path) != info.get("sha256"):
-            return f"{name} has the wrong sha256"
-    return None
-
-
-def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """checkpoint-N folders of a run, oldest first."""
-    found = []
-    for path in Path(run_dir).glob("checkpoint-*"):
-        match = _CHECKPOINT.fullmatch(path.name)
-        if match and path.is_dir():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
-def newest_valid_checkpoint(run_dir: str | Path) -> tuple[Path | None, list[tuple[str, str]]]:
-    """The newest checkpoint whose manifest validates, and the newer ones skipped with their reason."""
-    skipped: list[tuple[str, str]] = []
-    for _, path in reversed(list_checkpoints(run_dir)):
-        problem = check_manifest(path)
-        if problem is None:
-            return path, skipped
-        skipped.append((path.name, problem))
-    return None, skipped
-
-
-def read_best(run_dir: str | Path) -> dict[str, Any] | None:
-    """RUN/best.json, or None."""
-    try:
-        best = json.loads((Path(run_dir) / BEST_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return None
-    return best if isinstance(best, dict) else None
-
-
-def prune_checkpoints(run_dir: str | Path, keep: int, current_step: int) -> list[str]:
-    """Delete checkpoints beyond the `keep` newest complete ones, never the best or any newer than now."""
-    best = read_best(run_dir) or {}
-    complete = [(step, p) for step, p in list_checkpoints(run_dir) if (p / MANIFEST).is_file()]
-    keep_names = {p.name for _, p in complete[-keep:]} | {str(best.get("checkpoint"))}
-    removed = []
-    for step, path in list_checkpoints(run_dir):
-        if step < current_step and path.name not in keep_names:
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path.name)
-    return removed
-
-
 def _improved(value: float, best: float | None, mode: str, threshold: float = 0.0) -> bool:
     if best is None:
         return True
@@ -381,8 +283,8 @@ class CheckpointCallback(TrainerCallback):
     def _needed_bytes(self) -> int:
         for _, path in reversed(list_checkpoints(self.run_dir)):
             try:
-                return int(json.loads((path / MANIFEST).read_text(encoding="utf-8"))["total_bytes"])
-            except (OSError, ValueError, KeyError):
+                return int((read_manifest(path) or {})["total_bytes"])
+            except (ValueError, KeyError, TypeError):
                 continue
         return 0
 
@@ -410,7 +312,7 @@ class CheckpointCallback(TrainerCallback):
         if not state.is_world_process_zero:
             return
         step = state.global_step
-        folder = self.run_dir / f"checkpoint-{step}"
+        folder = checkpoint_path(self.run_dir, step)
         if self.base_model:
             set_adapter_base(folder, self.base_model)
         if self.on_saved is not None:
@@ -422,7 +324,7 @@ class CheckpointCallback(TrainerCallback):
             self.best_value = self.last_metric
             best = {"checkpoint": folder.name, "step": step, "metric": self.metric, "value": self.last_metric,
                     "mode": self.mode}
-            atomic_write_text(self.run_dir / BEST_FILE, json.dumps(best, indent=1) + "\n")
+            write_best(self.run_dir, best)
             event.update(best_metric=self.last_metric, best_metric_name=self.metric, best_checkpoint=folder.name)
         event["pruned"] = prune_checkpoints(self.run_dir, self.keep, step)
         self.writer.emit(event)
@@ -472,7 +374,7 @@ class CancelCallback(TrainerCallback):
     """SIGTERM or a RUN/STOP file: finish the current step, save a checkpoint, stop (all ranks agree)."""
 
     def __init__(self, run_dir: str | Path, world_size: int = 1) -> None:
-        self.stop_file = Path(run_dir) / STOP_FILE
+        self.stop_file = stop_path(run_dir)
         self.world = world_size
         self.requested = False
         self.cancelled_at: int | None = None
@@ -504,16 +406,12 @@ class CancelCallback(TrainerCallback):
 
 def save_studio_state(folder: str | Path, early: EarlyStopping | None) -> None:
     """Counters a resume needs beside the Trainer's own state (written before the manifest)."""
-    data = {"early_stopping": early.state() if early else None}
-    atomic_write_text(Path(folder) / STATE_FILE, json.dumps(data) + "\n")
+    write_checkpoint_state(folder, {"early_stopping": early.state() if early else None})
 
 
 def load_studio_state(folder: str | Path) -> dict[str, Any]:
     """What save_studio_state wrote ({} when absent)."""
-    try:
-        return json.loads((Path(folder) / STATE_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return {}
+    return read_checkpoint_state(folder)
 
 
 def remove_path(path: str | Path) -> None:

@@ -25,18 +25,17 @@ from typing import Any
 from .errors import UserError
 from .jobstore import Job
 from .redis_progress import RedisJobs, heartbeat_ttl_s, key_prefix, redis_url
+from .rundir import ProgressTail, clear_stop, file_size, log_path, newest_checkpoint, progress_path
 from .runner import (
     Resources,
     cancel_grace_s,
     child_env,
     decide_status,
     launch_argv,
-    newest_checkpoint,
     signal_group,
     signal_group_after_exit,
     write_stop_file,
 )
-from .watch import LOG_FILE, PROGRESS_FILE, ProgressTail, file_size
 
 TASK_NAME = "studio.run_job"
 QUEUES = ("training", "preprocessing")
@@ -199,12 +198,12 @@ class JobSupervisor:
         return self.jobs.cas(self.job_id, "queued", "running", expect_attempt=self.attempt, detail=f"on {self.worker}",
                              alive=f"{max(1, round(self.ttl))}:{self.worker}", worker=self.worker, gpu_ids=slots,
                              started_at=now, heartbeat=now, pid=None, exit_code=None, error=None, ended_at=None,
-                             queue_reason=None, progress_offset=file_size(Path(job["run_dir"]) / PROGRESS_FILE))
+                             queue_reason=None, progress_offset=file_size(progress_path(job["run_dir"])))
 
     def _launch(self, job: dict[str, Any], resources: Resources, slots: list[int]) -> subprocess.Popen[bytes]:
         run_dir = Path(job["run_dir"])
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "STOP").unlink(missing_ok=True)  # a STOP left by an earlier cancel would end a resume at once
+        clear_stop(run_dir)  # a STOP left by an earlier cancel would end a resume at once
         if job["argv"][1:3] == ["-m", "pipeline"]:
             job = {**job, "argv": [sys.executable, *job["argv"][1:]]}  # this worker's interpreter, not the submitter's
         argv = launch_argv(_as_job(job), resources)
@@ -212,7 +211,7 @@ class JobSupervisor:
         env = child_env(home, {"STUDIO_JOB_ID": str(self.job_id), "STUDIO_JOB_ATTEMPT": str(self.attempt),
                                **resources.child_env(slots)})
         cwd = job["cwd"] if Path(job.get("cwd") or "").is_dir() else str(run_dir)
-        with open(run_dir / LOG_FILE, "ab") as out:
+        with open(log_path(run_dir), "ab") as out:
             out.write(f"[studio] job {self.job_id} attempt {self.attempt} on {self.worker} slots {slots}: "
                       f"{' '.join(argv)}\n".encode())
             out.flush()
@@ -225,7 +224,7 @@ class JobSupervisor:
         """Poll until the process exits; returns (exit code, fenced)."""
         import redis
 
-        tail = ProgressTail(Path(job["run_dir"]) / PROGRESS_FILE)
+        tail = ProgressTail(progress_path(job["run_dir"]))
         self.seq_floor = self._safe(lambda: self.jobs.last_seq(self.job_id), 0)
         stop_at: float | None = None
         killed = fenced = False

@@ -18,8 +18,9 @@ from .errors import UserError
 from .jobs import JobSpec, new_run_id, open_store
 from .jobstore import KINDS, RESUMABLE, TERMINAL, Experiment, Job, scrub, scrub_argv
 from .redis_progress import RedisJobs
-from .runner import newest_checkpoint, write_stop_file
-from .watch import PROGRESS_FILE, fold_summary, summarize_run
+from .rundir import newest_checkpoint, progress_path
+from .runner import write_stop_file
+from .watch import fold_summary, summarize_run
 
 _JOB_FIELDS = {f.name for f in fields(Job)}
 REDIS_PATIENCE_S = 120.0
@@ -293,7 +294,7 @@ class CeleryBackend:
         for _entry_id, event in self.jobs.read_all(job.id):
             if event.get("event") != "status":
                 fold_summary(summary, event)
-        if (Path(job.run_dir) / PROGRESS_FILE).is_file():
+        if progress_path(job.run_dir).is_file():
             summary.update({k: v for k, v in summarize_run(job.run_dir).items() if k.startswith("best")})
         data = self.jobs.get(job.id) or {}
         summary["wall_seconds"] = float(data.get("wall_seconds") or 0.0)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .rundir import ProgressTail, log_path, progress_path, studio_path
 
 MODEL = "tiny-smolvlm"
 PRESET = "cpu_demo"
@@ -126,9 +127,7 @@ def follow_progress(run_dir: Path, echo: Callable[[str], None], every: float = 0
                     ) -> Iterator[None]:
     """Print the run's progress.jsonl events while the block trains (a reader thread); about `lines` log lines,
     none when `lines` is None (in a terminal the Trainer draws its own bar)."""
-    from .watch import PROGRESS_FILE, ProgressTail
-
-    tail, stop = ProgressTail(run_dir / PROGRESS_FILE), threading.Event()
+    tail, stop = ProgressTail(progress_path(run_dir)), threading.Event()
     due = 0  # the next log step to print
 
     def drain() -> None:
@@ -287,11 +286,11 @@ def _train(folder: Path, summary: DemoSummary, dataset: Path, steps: int | None,
     done = _stage(summary, "train", echo)
     echo(f"  {MODEL}, preset {PRESET}: {cfg.training.method} fine-tuning, {cfg.training.max_steps} steps of "
          f"batch {cfg.training.batch_size}, learning rate {cfg.training.learning_rate:g} (progress: "
-         f"{run / 'progress.jsonl'})")
+         f"{progress_path(run)})")
     with follow_progress(run, echo, lines=None if sys.stderr.isatty() else 20):
         result = run_training(cfg)
     if result.status != "succeeded":
-        raise UserError(f"training {result.status} at step {result.step}; see {run / 'train.log'}", run)
+        raise UserError(f"training {result.status} at step {result.step}; see {log_path(run)}", run)
     summary.steps, summary.final_loss = result.step, result.final_loss
     summary.train_examples = _studio(run).get("train_examples", 0)
     done(f"{result.step} steps, final loss {_fmt(result.final_loss, 4)}")
@@ -300,7 +299,7 @@ def _train(folder: Path, summary: DemoSummary, dataset: Path, steps: int | None,
 
 def _studio(run: Path) -> dict[str, Any]:
     try:
-        return json.loads((run / "studio.json").read_text(encoding="utf-8"))
+        return json.loads(studio_path(run).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 

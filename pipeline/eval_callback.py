@@ -39,8 +39,7 @@ class GeometryEvalCallback(TrainerCallback):
                     convention: str, *, seed: int = 0, label_set: list[str] | None = None, samples: int = 16,
                     every_n_steps: int = 0, batch_size: int = 8, image_cap: int | None = None) -> GeometryEvalCallback:
         """The callback over a fixed, seeded spread of `samples` examples of `records` (e.g. the val split)."""
-        from .evaluate import pick_subset
-        from .tasks import build_examples
+        from .tasks import build_examples, pick_subset
 
         examples = build_examples(records, tasks, convention, seed=seed, label_set=label_set)
         return cls(processor, pick_subset(examples, samples), convention, every_n_steps, batch_size,

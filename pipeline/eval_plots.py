@@ -69,7 +69,7 @@ def metric_grid(summaries: dict[str, dict[str, Any]], path_stem: str | Path,
 
 def training_curves(progress: str | Path, out_dir: str | Path) -> dict[str, Path]:
     """OUT/loss.{html,png} (training and evaluation loss) and OUT/eval_metrics.{html,png} (eval_* per step)."""
-    from .watch import read_events
+    from .rundir import read_events
 
     go = _go()
     events = read_events(progress)

@@ -10,6 +10,7 @@ from typing import Any
 from .atomic import atomic_output_dir
 from .errors import UserError
 from .eval_score import HIGHER_IS_BETTER, METRIC_KEYS
+from .rundir import progress_path
 
 TITLES = {"miou": "box mIoU (matched)", "ap50": "box AP@0.5 (COCO)", "map": "box mAP@[.5:.95] (COCO)",
           "mask_iou": "mask IoU (polygons)", "dice": "mask Dice", "pixel_accuracy": "pixel accuracy",
@@ -92,7 +93,7 @@ def write_outputs(out_dir: Path, results: dict[str, list[dict[str, Any]]], summa
         write_gallery(results["model"], image_root, tmp / "gallery")
         confusion_matrix(summaries["model"].get("confusion"), tmp / "plots" / "confusion")
         comparison_bars(named, tmp / "plots" / "comparison")
-        progress = Path(meta["run_dir"]) / "progress.jsonl" if meta.get("run_dir") else None
+        progress = progress_path(meta["run_dir"]) if meta.get("run_dir") else None
         if progress is not None and progress.is_file():
             training_curves(progress, tmp / "plots")
     files = {"predictions": "predictions.jsonl", "metrics": "metrics.json", "comparison": "comparison.md",

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import gc
 import json
-import random
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import rundir
 from .errors import UserError
 from .generation import generate_answers, token_budget
 from .records import DATASET_META_FILE, RECORDS_FILE, FrameRecord, read_records
-from .tasks import Example
+from .tasks import Example, pick_subset
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,63}")
 
@@ -107,27 +107,6 @@ def load_split(dataset: str | Path, split: str) -> Split:
     return _records(splits / f"{split}.jsonl"), train, meta, None
 
 
-def pick_subset(examples: list[Example], limit: int | None, seed: int = 0) -> list[Example]:
-    """A fixed, seeded pick of `limit` examples taken round-robin over the tasks (each task is represented as far
-    as the limit allows), returned in their original order."""
-    if not limit or limit >= len(examples):
-        return list(examples)
-    if limit < 1:
-        raise UserError(f"--limit must be at least 1 (got {limit})")
-    rng = random.Random(seed)
-    queues: dict[str, list[int]] = {}
-    for index, example in enumerate(examples):
-        queues.setdefault(example.task, []).append(index)
-    for queue in queues.values():
-        rng.shuffle(queue)
-    chosen: list[int] = []
-    while len(chosen) < limit:
-        for queue in queues.values():
-            if queue and len(chosen) < limit:
-                chosen.append(queue.pop())
-    return [examples[i] for i in sorted(chosen)]
-
-
 def build_eval_examples(records: list[FrameRecord], target: Target, meta: dict[str, Any]) -> list[Example]:
     """The instruction/answer pairs training built for these records (same tasks, convention, seed, labels)."""
     from .tasks import build_examples, label_set
@@ -139,48 +118,39 @@ def build_eval_examples(records: list[FrameRecord], target: Target, meta: dict[s
 
 
 # -- what to evaluate ----------------------------------------------------------------------------------------------
-def _step_of(folder: Path) -> int | None:
-    match = re.fullmatch(r"checkpoint-(\d+)", folder.name)
-    return int(match.group(1)) if match else None
-
-
 def _final_step(run: Path) -> int | None:
-    from .watch import PROGRESS_FILE, read_events
-
-    steps = [e.get("step") for e in read_events(run / PROGRESS_FILE) if e.get("event") == "end"]
+    steps = [e.get("step") for e in rundir.run_events(run) if e.get("event") == "end"]
     return int(steps[-1]) if steps and isinstance(steps[-1], int) else None
 
 
 def resolve_checkpoint(run: Path, which: str | int = "best") -> tuple[Path, int | None, str | None]:
     """(weights folder, training step, note) for best | last | N; best without best.json falls back to last."""
-    from .callbacks import check_manifest, list_checkpoints, newest_valid_checkpoint, read_best
-
     which, note = str(which).strip().lower(), None
     if which == "best":
-        best = read_best(run) or {}
-        folder = run / str(best.get("checkpoint") or "-")
-        if best.get("checkpoint") and folder.is_dir():
-            return folder, _step_of(folder), None
-        which, note = "last", "no best checkpoint (best.json) in the run: evaluated the final weights"
+        best = rundir.best_checkpoint(run, verify=False)
+        if best is not None:
+            return best, rundir.checkpoint_step(best), None
+        which, note = "last", f"no best checkpoint ({rundir.BEST_FILE}) in the run: evaluated the final weights"
     if which == "last":
-        final = next((run / name for name in ("adapter", "model") if (run / name).is_dir()), None)
+        final = rundir.final_output(run)
         if final is not None:
             return final, _final_step(run), note
-        newest, _ = newest_valid_checkpoint(run)
+        newest = rundir.newest_checkpoint(run)
         if newest is None:
-            raise UserError("the run has no weights yet (no adapter/, model/ or complete checkpoint)", run)
-        return newest, _step_of(newest), note
-    match = re.fullmatch(r"(?:checkpoint-)?(\d+)", which)
-    if not match:
+            raise UserError(f"the run has no weights yet (no {rundir.ADAPTER_DIR}/, {rundir.MODEL_DIR}/ or complete "
+                            "checkpoint)", run)
+        return newest, rundir.checkpoint_step(newest), note
+    number = which.removeprefix(rundir.CHECKPOINT_PREFIX)
+    if not re.fullmatch(r"\d+", number):
         raise UserError(f"--checkpoint must be best, last or a step number (got {which!r})")
-    folder = run / f"checkpoint-{int(match.group(1))}"
+    folder = rundir.checkpoint_path(run, int(number))
     if not folder.is_dir():
-        have = ", ".join(p.name for _, p in list_checkpoints(run)) or "none"
+        have = ", ".join(p.name for _, p in rundir.list_checkpoints(run)) or "none"
         raise UserError(f"no {folder.name} in the run (checkpoints: {have})", run)
-    problem = check_manifest(folder, verify_hashes=False)
+    problem = rundir.check_manifest(folder, verify_hashes=False)
     if problem:
         raise UserError(f"{folder.name} is incomplete: {problem}", run)
-    return folder, _step_of(folder), None
+    return folder, rundir.checkpoint_step(folder), None
 
 
 def run_target(run_dir: str | Path, checkpoint: str | int = "best") -> Target:
@@ -189,10 +159,10 @@ def run_target(run_dir: str | Path, checkpoint: str | int = "best") -> Target:
     from .registry import get_spec
 
     run = Path(run_dir).expanduser().resolve()
-    if not (run / "config.yaml").is_file():
-        raise UserError("not a run folder (no config.yaml)", run)
-    cfg = load_config(run / "config.yaml")
-    info = _read_json(run / "studio.json")
+    if not rundir.config_path(run).is_file():
+        raise UserError(f"not a run folder (no {rundir.CONFIG_FILE})", run)
+    cfg = load_config(rundir.config_path(run))
+    info = _read_json(rundir.studio_path(run))
     folder, step, note = resolve_checkpoint(run, checkpoint)
     full = cfg.training.method == "full"
     labels = info.get("label_map")
@@ -216,9 +186,9 @@ def model_target(model: str, adapter: str | Path | None = None, base: str | None
         adapter = Path(adapter).expanduser().resolve()
         if not (adapter / "adapter_config.json").is_file():
             raise UserError("not a LoRA adapter folder (no adapter_config.json)", adapter)
-        info = _read_json(adapter / "studio.json")
+        info = _read_json(rundir.studio_path(adapter))
     elif Path(model).expanduser().is_dir():
-        info = _read_json(Path(model).expanduser() / "studio.json")
+        info = _read_json(rundir.studio_path(Path(model).expanduser()))
     spec = find_spec(model)
     convention = info.get("convention") or (spec.convention if spec else None)
     if convention is None:
@@ -234,8 +204,7 @@ def model_target(model: str, adapter: str | Path | None = None, base: str | None
 
 # -- running ------------------------------------------------------------------------------------------------------
 def _load(target: Target) -> tuple[Any, Any]:
-    from .models import load_model, load_processor
-    from .train import apply_image_cap  # a processor helper; nothing of the trainer is started
+    from .models import apply_image_cap, load_model, load_processor
 
     processor = load_processor(target.processor or target.model)
     apply_image_cap(processor, target.image_cap)
@@ -280,7 +249,7 @@ def model_answers(target: Target, examples: list[Example], root: Path, *, batch_
 
 def _default_out(target: Target, name: str) -> Path:
     if target.run_dir:
-        return Path(target.run_dir) / "eval" / name
+        return rundir.eval_path(target.run_dir, name)
     from .home import home_dir
 
     slug = re.sub(r"[^\w.-]+", "_", target.name).strip("._") or "model"
@@ -328,7 +297,7 @@ def evaluate_target(target: Target, dataset: str | Path | None = None, *, split:
                  "max_new_tokens": budget, "notes": target.notes}
     files = write_outputs(out_dir, results, summaries, meta_info, root, overwrite=replace)
     if tensorboard:
-        tb = Path(target.run_dir) / "tb" if target.run_dir else out_dir / "tb"
+        tb = rundir.tensorboard_path(target.run_dir) if target.run_dir else out_dir / "tb"
         files["tensorboard"] = str(write_tensorboard(tb, f"evaluate_{split}", summaries, results["model"],
                                                      target.step or 0, out_dir))
     return EvalResult(str(out_dir), summaries["model"], summaries, files, target.notes,

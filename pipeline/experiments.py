@@ -15,7 +15,7 @@ import yaml
 
 from .errors import UserError
 from .jobstore import Experiment, JobStore
-from .watch import PROGRESS_FILE, read_events
+from .rundir import looks_like_run, run_events
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -163,7 +163,7 @@ def _cell(value: Any) -> str:
 def metric_curves(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     """Every numeric metric of a run's progress.jsonl as (step, value) points."""
     curves: dict[str, list[tuple[int, float]]] = {}
-    for event in read_events(Path(run_dir) / PROGRESS_FILE):
+    for event in run_events(run_dir):
         step = event.get("step")
         if event.get("event", "log") not in ("log", "eval") or not isinstance(step, int | float):
             continue
@@ -252,7 +252,7 @@ def _safe_run_folder(run_dir: Path, home: Path) -> bool:
     """Only delete what looks like a run folder, never the data home or one of its parents."""
     if not run_dir.is_dir() or run_dir == home or run_dir in home.parents or run_dir == Path(run_dir.anchor):
         return False
-    return (home / "runs") in run_dir.parents or any((run_dir / n).exists() for n in ("config.yaml", PROGRESS_FILE))
+    return (home / "runs") in run_dir.parents or looks_like_run(run_dir)
 
 
 def delete_experiment(run_id: str, store: JobStore | None = None) -> Path | None:

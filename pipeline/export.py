@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import rundir
 from .errors import UserError
 
 MODES = ("adapter", "merged")
@@ -76,71 +77,54 @@ def read_run(run_dir: str | Path) -> RunInfo:
     run = Path(run_dir).expanduser().resolve()
     if not run.is_dir():
         raise UserError("run folder not found", run)
-    if not (run / "config.yaml").is_file():
-        raise UserError("not a run folder (no config.yaml)", run)
-    config = load_config(run / "config.yaml")
+    if not rundir.config_path(run).is_file():
+        raise UserError(f"not a run folder (no {rundir.CONFIG_FILE})", run)
+    config = load_config(rundir.config_path(run))
     try:
-        studio = json.loads((run / "studio.json").read_text(encoding="utf-8"))
+        studio = json.loads(rundir.studio_path(run).read_text(encoding="utf-8"))
     except FileNotFoundError:
         studio = {}
     except ValueError:
-        raise UserError("studio.json is not valid JSON", run) from None
+        raise UserError(f"{rundir.STUDIO_FILE} is not valid JSON", run) from None
     return RunInfo(run, config, studio if isinstance(studio, dict) else {}, get_spec(config.model.name))
 
 
 def select_checkpoint(info: RunInfo, checkpoint: str | int = "best") -> tuple[Path, str, int | None, list[str]]:
     """(folder, label, step, notes) for best | last | N; the final output counts as 'last'."""
-    from .callbacks import check_manifest, newest_valid_checkpoint, read_best
-
-    final = info.run / ("model" if info.method == "full" else "adapter")
+    final = rundir.output_path(info.run, info.method)
     notes: list[str] = []
     text = str(checkpoint).strip().lower()
     if text.isdigit():
-        folder = info.run / f"checkpoint-{int(text)}"
+        folder = rundir.checkpoint_path(info.run, int(text))
         if not folder.is_dir():
-            raise UserError(f"checkpoint-{int(text)} not found (see the checkpoint-N folders)", info.run)
-        problem = check_manifest(folder)
+            raise UserError(f"{folder.name} not found (see the {rundir.CHECKPOINT_PREFIX}N folders)", info.run)
+        problem = rundir.check_manifest(folder)
         if problem:
-            raise UserError(f"checkpoint-{int(text)} is not usable: {problem}", info.run)
+            raise UserError(f"{folder.name} is not usable: {problem}", info.run)
         return folder, folder.name, int(text), notes
     if text == "best":
-        best = read_best(info.run)
-        folder = info.run / str((best or {}).get("checkpoint"))
-        if best and folder.is_dir() and check_manifest(folder) is None:
-            return folder, folder.name, int(best.get("step") or folder.name.split("-")[-1]), notes
+        best, chosen = rundir.read_best(info.run), rundir.best_checkpoint(info.run)
+        if best and chosen is not None:
+            step = best.get("step")
+            return chosen, chosen.name, int(step) if step else rundir.checkpoint_step(chosen), notes
         notes.append("no usable best checkpoint (the run had no evaluation): exported the last weights instead")
     elif text != "last":
         raise UserError(f"--checkpoint must be best, last or a step number, got {checkpoint!r}")
     if final.is_dir():
         return final, final.name, _final_step(info.run), notes
-    newest, _ = newest_valid_checkpoint(info.run)
+    newest = rundir.newest_checkpoint(info.run)
     if newest is None:
         raise UserError("the run has no finished output and no complete checkpoint to export", info.run)
     notes.append(f"the run did not finish: exported its newest complete checkpoint ({newest.name})")
-    return newest, newest.name, int(newest.name.split("-")[-1]), notes
+    return newest, newest.name, rundir.checkpoint_step(newest), notes
 
 
 def _final_step(run: Path) -> int | None:
     step = None
-    for event in read_events(run):
+    for event in rundir.run_events(run):
         if event.get("event") == "end" and event.get("status") == "succeeded":
             step = event.get("step", step)
     return step
-
-
-def read_events(run: Path) -> list[dict[str, Any]]:
-    """RUN/progress.jsonl as a list of events (unreadable lines skipped)."""
-    events = []
-    path = run / "progress.jsonl"
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                events.append(event)
-    return events
 
 
 def _copy_matching(src: Path, dst: Path, patterns: tuple[str, ...]) -> list[str]:
@@ -155,8 +139,7 @@ def _copy_matching(src: Path, dst: Path, patterns: tuple[str, ...]) -> list[str]
 def _write_processor(info: RunInfo, source: Path, dst: Path) -> None:
     """The processor files training saved next to the weights, else the base model's processor."""
     if not _copy_matching(source, dst, PROCESSOR_PATTERNS):
-        from .models import load_processor
-        from .train import apply_image_cap
+        from .models import apply_image_cap, load_processor
 
         processor = load_processor(info.spec.key)
         apply_image_cap(processor, info.config.data.max_image_size)
@@ -321,7 +304,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, mode: str = "adapter", 
             notes.append("parity: the merged model's answers differ from the adapter model's (see parity.json)")
         bar.update()
         studio = _studio_json(info, mode, label, step, used_dtype)
-        (tmp / "studio.json").write_text(json.dumps(studio, indent=2) + "\n", encoding="utf-8")
+        rundir.studio_path(tmp).write_text(json.dumps(studio, indent=2) + "\n", encoding="utf-8")
         (tmp / "deploy_config.yaml").write_text(deploy_config_yaml(studio), encoding="utf-8")
         write_card(info, tmp, studio, repo_id=repo_id or out.name, datasets=datasets, parity=report)
         bar.update()

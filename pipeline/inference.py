@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .rundir import STUDIO_FILE, studio_path
 
 DEPLOY_ENV = {
     "EXPORT_DIR": ("/model", "the export folder to serve (mounted or copied into the image)"),
@@ -42,13 +43,13 @@ def read_studio(export_dir: str | Path) -> dict[str, Any]:
     """The export's studio.json; UserError when the folder is not an export."""
     folder = Path(export_dir).expanduser()
     try:
-        studio = json.loads((folder / "studio.json").read_text(encoding="utf-8"))
+        studio = json.loads(studio_path(folder).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError("not an export folder (no studio.json); run `python -m pipeline export`", folder) from None
+        raise UserError(f"not an export folder (no {STUDIO_FILE}); run `python -m pipeline export`", folder) from None
     except ValueError:
-        raise UserError("studio.json is not valid JSON", folder) from None
+        raise UserError(f"{STUDIO_FILE} is not valid JSON", folder) from None
     if not isinstance(studio, dict) or "convention" not in studio:
-        raise UserError("studio.json has no coordinate convention", folder)
+        raise UserError(f"{STUDIO_FILE} has no coordinate convention", folder)
     return studio
 
 

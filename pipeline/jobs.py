@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from .errors import UserError
 from .home import studio_home
 from .jobstore import Experiment, Job, JobStore
+from .rundir import config_path as run_config_path
 from .runner import (
     Resources,
     SchedulerLock,
@@ -255,7 +256,7 @@ def prepare_train(config: str | Path | None = None, preset: str | None = None, m
     if errors:
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         raise UserError(errors[0] + more, config)
-    config_path = save_config(cfg, run_dir / "config.yaml")
+    config_path = save_config(cfg, run_config_path(run_dir))
     return JobSpec(argv=train_command(config_path), run_dir=str(run_dir), kind="train", run_id=run_id,
                    name=name or f"{cfg.model.name}-{run_id}", config=cfg.model_dump(mode="json"),
                    model=cfg.model.name, dataset_fingerprint=dataset_fingerprint(cfg.data.path) if cfg.data.path

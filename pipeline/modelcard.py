@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .rundir import eval_metric_files, run_events
 
 TEMPLATE = "model_card.md.j2"
 CURVE_FILE = "training_curve.png"
@@ -108,7 +109,7 @@ def evaluations(run: Path) -> list[dict[str, Any]]:
     from .leaks import local_path_needles
 
     found = []
-    for path in sorted(run.glob("eval/*/metrics.json")):
+    for path in eval_metric_files(run):
         after = _read_json(path)
         if after is None:
             continue
@@ -209,9 +210,7 @@ def example_answer(convention: str, labels: list[str]) -> str:
 def card_context(info: Any, studio: dict[str, Any], *, model_ref: str, parity: dict[str, Any] | None,
                  curve: bool, evals: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything the template's body uses."""
-    from .export import read_events
-
-    spec, events = info.spec, read_events(info.run)
+    spec, events = info.spec, run_events(info.run)
     labels = sorted(studio.get("label_map") or {})
     templates = studio.get("prompt_templates") or {}
     first = next(iter(templates.values()), ["Find every {label} in the image."])
@@ -290,9 +289,7 @@ def write_card(info: Any, export_dir: Path, studio: dict[str, Any], *, repo_id: 
     """Render training_curve.png and README.md into the export folder."""
     from huggingface_hub import ModelCard
 
-    from .export import read_events
-
-    curve = render_training_curve(read_events(info.run), export_dir / CURVE_FILE)
+    curve = render_training_curve(run_events(info.run), export_dir / CURVE_FILE)
     evals = evaluations(info.run)
     data = card_data(info, studio, model_name=repo_id, datasets=datasets, evals=evals)
     context = card_context(info, studio, model_ref=repo_id, parity=parity, curve=curve, evals=evals)

@@ -173,6 +173,23 @@ def _attach_adapter(net: Any, adapter: str) -> Any:
     return PeftModel.from_pretrained(net, str(folder))
 
 
+def apply_image_cap(processor: Any, cap: int | None) -> None:
+    """Make the processor itself respect the image cap (Idefics3 upscales to its grid, Qwen2-VL to max_pixels)."""
+    if not cap:
+        return
+    image_processor: Any = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None)
+    if not isinstance(size, dict) or "longest_edge" not in size:
+        return
+    if hasattr(image_processor, "merge_size"):  # Qwen2-VL family: longest_edge is a pixel budget
+        size["longest_edge"] = min(size["longest_edge"], cap * cap)
+        if getattr(image_processor, "max_pixels", None):
+            image_processor.max_pixels = min(image_processor.max_pixels, cap * cap)
+    elif isinstance(getattr(image_processor, "max_image_size", None), dict):  # Idefics3 / SmolVLM tiles
+        tile = image_processor.max_image_size.get("longest_edge", cap)
+        size["longest_edge"] = min(size["longest_edge"], -(-cap // tile) * tile)
+
+
 def model_info(model: Any) -> dict[str, Any]:
     """Parameter counts of a loaded model: total, trainable, vision tower, plus dtype and quantization."""
     total = trainable = vision = 0

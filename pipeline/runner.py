@@ -16,10 +16,20 @@ from typing import Any
 
 from .errors import UserError
 from .jobstore import RESUMABLE, Job, JobStore
-from .watch import LOG_FILE, PROGRESS_FILE, ProgressTail, file_size, fold_summary, log_tail, run_outcome, summarize_run
+from .rundir import (
+    ProgressTail,
+    clear_stop,
+    file_size,
+    log_path,
+    log_tail,
+    newest_checkpoint,
+    progress_path,
+    request_stop,
+    run_outcome,
+)
+from .watch import fold_summary, summarize_run
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding `pipeline/`, for `python -m pipeline`
-STOP_FILE = "STOP"
 LOCK_FILE = "scheduler.lock"
 
 
@@ -161,16 +171,6 @@ def launch_argv(job: Job, resources: Resources) -> list[str]:
     return argv
 
 
-def newest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint-N folder with the highest N whose manifest.json exists (written last, so it is complete)."""
-    best: tuple[int, Path] | None = None
-    for path in Path(run_dir).glob("checkpoint-*"):
-        suffix = path.name.split("-", 1)[1]
-        if suffix.isdigit() and (path / "manifest.json").is_file() and (best is None or int(suffix) > best[0]):
-            best = (int(suffix), path)
-    return best[1] if best else None
-
-
 # -- final status ---------------------------------------------------------------------------------------
 def decide_status(job: Job, rc: int | None) -> tuple[str, str | None]:
     """Final (status, error) from the exit code (None when unknown) and the end/error events of this attempt."""
@@ -186,7 +186,7 @@ def decide_status(job: Job, rc: int | None) -> tuple[str, str | None]:
     else:
         status = "cancelled" if cancelled else "failed"
     if status == "failed" and not error:
-        error = log_tail(Path(job.run_dir) / LOG_FILE) or f"exited with code {rc}"
+        error = log_tail(log_path(job.run_dir)) or f"exited with code {rc}"
     if status == "interrupted" and not error:
         error = f"killed by {_signal_name(-rc)}" if rc is not None and rc < 0 else "the process is gone"
     return status, error
@@ -254,7 +254,7 @@ def recover(store: JobStore) -> list[Job]:
 def write_stop_file(job: Job) -> None:
     """RUN/STOP: the trainer's own cancel path (it checks the file at every step)."""
     try:
-        (Path(job.run_dir) / STOP_FILE).write_text(f"cancel requested for job {job.id}\n", encoding="utf-8")
+        request_stop(job.run_dir, f"cancel requested for job {job.id}")
     except OSError:
         pass  # the run folder is gone; the signals still reach the process
 
@@ -428,7 +428,7 @@ class Scheduler:
     def _refresh_summary(self, job: Job) -> None:
         if job.kind != "train":
             return
-        tail, summary = self.tails.setdefault(job.id, (ProgressTail(Path(job.run_dir) / PROGRESS_FILE), {}))
+        tail, summary = self.tails.setdefault(job.id, (ProgressTail(progress_path(job.run_dir)), {}))
         events = tail.read()
         if events:
             for event in events:
@@ -465,18 +465,18 @@ class Scheduler:
     def _start(self, job: Job, slots: list[int]) -> bool:
         run_dir = Path(job.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / STOP_FILE).unlink(missing_ok=True)  # a STOP left by an earlier cancel would end a resume at once
+        clear_stop(run_dir)  # a STOP left by an earlier cancel would end a resume at once
         now = time.time()
         started = self.store.transition(
             job.id, "queued", "running", detail=f"slots {slots}", expect_attempt=job.attempt, gpu_ids=slots,
             owner_pid=self.me[0], owner_started=self.me[1], boot_id=boot_id(), heartbeat=now, started_at=now,
-            pid=None, pid_started=None, progress_offset=file_size(run_dir / PROGRESS_FILE), queue_reason=None)
+            pid=None, pid_started=None, progress_offset=file_size(progress_path(run_dir)), queue_reason=None)
         if started is None:
             return False  # cancelled meanwhile
         argv = launch_argv(started, self.resources)
         env = child_env(self.home, {"STUDIO_JOB_ID": str(job.id), **self.resources.child_env(slots)})
         cwd = job.cwd if Path(job.cwd).is_dir() else str(run_dir)
-        with open(run_dir / LOG_FILE, "ab") as log:
+        with open(log_path(run_dir), "ab") as log:
             log.write(f"[studio] job {job.id} attempt {job.attempt} on slots {slots}: {' '.join(argv)}\n".encode())
             log.flush()
             try:

@@ -308,12 +308,13 @@ def start_training(dataset: str, model: str = DEFAULT_MODEL, preset: str = DEFAU
     """Validate, write RUN/config.yaml and queue a training job; returns at once with the job id."""
     from .config import save_config
     from .jobs import prepare_train
+    from .rundir import config_path
 
     if not dataset:
         raise UserError("pick a converted dataset to train on (Data tab)")
     cfg = training_config(dataset, model, preset, text, max_steps)
     with tempfile.TemporaryDirectory(dir=home_dir("cache")) as tmp:
-        spec = prepare_train(config=save_config(cfg, Path(tmp) / "config.yaml"),
+        spec = prepare_train(config=save_config(cfg, config_path(tmp)),
                              name=check_name(name, "run name") if name else None)
     job = backend().submit(spec)
     return {"job_id": job.id, "run_id": job.run_id, "status": job.status, "position": job.position,
@@ -363,18 +364,18 @@ def watch_job(job_id: int, from_seq: int = 0, poll: float = 0.5) -> Iterator[Wat
     job; call again with the last seq seen to resume exactly where the stream stopped.
     """
     from .jobstore import TERMINAL as TERMINAL_STATUSES
-    from .watch import LOG_FILE, PROGRESS_FILE, log_tail, read_events
+    from .rundir import log_path, log_tail, run_events
 
     job = backend().get(int(job_id))
     view = WatchView(job_id=job.id, run_id=job.run_id, status=job.status, attempt=job.attempt,
                      position=job.position, run_dir=job.run_dir)
-    for event in read_events(Path(job.run_dir) / PROGRESS_FILE):
+    for event in run_events(job.run_dir):
         if isinstance(event.get("seq"), int) and event["seq"] <= from_seq:
             view.add(event)  # history before the reconnect: curves and counters, not re-sent
     view.seq = max(view.seq, int(from_seq or 0))
 
     def ready(events: list[dict[str, Any]]) -> WatchView:
-        view.events, view.log_tail = events, log_tail(Path(job.run_dir) / LOG_FILE, lines=12)
+        view.events, view.log_tail = events, log_tail(log_path(job.run_dir), lines=12)
         return view
 
     held: list[dict[str, Any]] = []
@@ -410,9 +411,9 @@ def checkpoint_choices(run_id: str) -> list[str]:
     """best, last and every checkpoint step still in the run folder."""
     if not run_id:
         return ["best", "last"]
-    steps = sorted(int(p.name.split("-")[1]) for p in _run_dir(run_id).glob("checkpoint-*")
-                   if p.name.split("-")[1].isdigit())
-    return ["best", "last", *map(str, steps)]
+    from .rundir import list_checkpoints
+
+    return ["best", "last", *(str(step) for step, _ in list_checkpoints(_run_dir(run_id)))]
 
 
 def evaluate(run_id: str, checkpoint: str = "best", split_name: str = "test", limit: int | None = 32,

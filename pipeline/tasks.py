@@ -167,3 +167,24 @@ def build_examples(records: Iterable[FrameRecord], tasks: list[str], convention:
 def label_set(meta: dict[str, Any]) -> list[str] | None:
     """A dataset's label names (sorted, from dataset.json), which negative and listing examples draw from."""
     return sorted(meta["labels"]) if isinstance(meta.get("labels"), dict | list) else None
+
+
+def pick_subset(examples: list[Example], limit: int | None, seed: int = 0) -> list[Example]:
+    """A fixed, seeded pick of `limit` examples taken round-robin over the tasks (each task is represented as far
+    as the limit allows), returned in their original order."""
+    if not limit or limit >= len(examples):
+        return list(examples)
+    if limit < 1:
+        raise UserError(f"--limit must be at least 1 (got {limit})")
+    rng = random.Random(seed)
+    queues: dict[str, list[int]] = {}
+    for index, example in enumerate(examples):
+        queues.setdefault(example.task, []).append(index)
+    for queue in queues.values():
+        rng.shuffle(queue)
+    chosen: list[int] = []
+    while len(chosen) < limit:
+        for queue in queues.values():
+            if queue and len(chosen) < limit:
+                chosen.append(queue.pop())
+    return [examples[i] for i in sorted(chosen)]

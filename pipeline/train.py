@@ -31,10 +31,24 @@ from .config import (
 from .errors import UserError
 from .hardware import Hardware, detect_hardware
 from .records import DATASET_META_FILE, RECORDS_FILE, FrameRecord, read_records
+from .rundir import (
+    OUTPUT_TMP,
+    checkpoint_step,
+    clear_stale_stop,
+    config_path,
+    leftovers,
+    list_checkpoints,
+    log_path,
+    newest_valid_checkpoint,
+    output_name,
+    output_path,
+    read_best,
+    remove_best,
+    studio_path,
+    tensorboard_path,
+)
 
 log = logging.getLogger("pipeline.train")
-FRESH_RUN_FILES = {"config.yaml", "train.log", "STOP"}  # what a job runner may leave in RUN before starting us
-OUTPUT_TMP = ".output.tmp"
 
 
 @dataclass
@@ -133,16 +147,14 @@ def _check_run_folder(run: Path, resume: bool) -> None:
         raise UserError("training.output_dir is a file, not a folder", run)
     if resume or not run.is_dir():
         return
-    leftovers = sorted(p.name for p in run.iterdir() if p.name not in FRESH_RUN_FILES and not p.name.startswith("."))
-    if leftovers:
-        raise UserError(f"run folder already holds a run ({', '.join(leftovers[:3])}); use --resume or another --out",
-                        run)
+    found = leftovers(run)
+    if found:
+        raise UserError(f"run folder already holds a run ({', '.join(found[:3])}); use --resume or another --out", run)
 
 
 def plan_run(cfg: TrainConfig, resume: bool = False, hardware: Hardware | None = None,
              check_folder: bool = True) -> Plan:
     """Validate the config, the dataset and the run folder; build the rows. Writes nothing."""
-    from .callbacks import newest_valid_checkpoint
     from .registry import get_spec
 
     errors, warnings = validate_config(cfg, hardware)
@@ -170,23 +182,6 @@ def plan_run(cfg: TrainConfig, resume: bool = False, hardware: Hardware | None =
 
 
 # -- model ---------------------------------------------------------------------------------------------------
-def apply_image_cap(processor: Any, cap: int | None) -> None:
-    """Make the processor itself respect the image cap (Idefics3 upscales to its grid, Qwen2-VL to max_pixels)."""
-    if not cap:
-        return
-    image_processor: Any = getattr(processor, "image_processor", None)
-    size = getattr(image_processor, "size", None)
-    if not isinstance(size, dict) or "longest_edge" not in size:
-        return
-    if hasattr(image_processor, "merge_size"):  # Qwen2-VL family: longest_edge is a pixel budget
-        size["longest_edge"] = min(size["longest_edge"], cap * cap)
-        if getattr(image_processor, "max_pixels", None):
-            image_processor.max_pixels = min(image_processor.max_pixels, cap * cap)
-    elif isinstance(getattr(image_processor, "max_image_size", None), dict):  # Idefics3 / SmolVLM tiles
-        tile = image_processor.max_image_size.get("longest_edge", cap)
-        size["longest_edge"] = min(size["longest_edge"], -(-cap // tile) * tile)
-
-
 def _lora_config(cfg: TrainConfig, spec: Any) -> Any:
     from peft import LoraConfig
 
@@ -338,37 +333,28 @@ def studio_info(cfg: TrainConfig, plan: Plan) -> dict[str, Any]:
         "seed": plan.meta.get("seed", 0), "dataset": str(plan.dataset),
         "dataset_fingerprint": dataset_fingerprint(plan.dataset), "max_length": cfg.data.max_length,
         "max_image_size": cfg.data.max_image_size, "train_examples": len(plan.train_rows),
-        "eval_examples": len(plan.eval_rows), "output": "model" if cfg.training.method == "full" else "adapter",
+        "eval_examples": len(plan.eval_rows), "output": output_name(cfg.training.method),
     }
 
 
 def prepare_run_folder(cfg: TrainConfig, plan: Plan, resume: bool = False) -> None:
     """Rank 0: create RUN, write config.yaml, drop incomplete checkpoints and stale leftovers."""
-    from .callbacks import BEST_FILE, STOP_FILE, list_checkpoints, read_best, remove_path
+    from .callbacks import remove_path
 
     plan.run.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, plan.run / "config.yaml")
+    save_config(cfg, config_path(plan.run))
     remove_path(plan.run / OUTPUT_TMP)
-    resumed = int(plan.checkpoint.name.split("-")[1]) if plan.checkpoint else 0
+    resumed = _step_of(plan.checkpoint) or 0
     for step, path in list_checkpoints(plan.run):
         if step > resumed:  # incomplete or newer than the resume point: the Trainer writes them again
             remove_path(path)
     best = read_best(plan.run)
     if best and not (plan.run / str(best.get("checkpoint"))).is_dir():
-        remove_path(plan.run / BEST_FILE)
-    if resume:
-        _drop_stale_stop(plan.run / STOP_FILE)
+        remove_best(plan.run)
+    if resume:  # a STOP older than this process ended an earlier attempt; one written since is a new cancel
+        import psutil
 
-
-def _drop_stale_stop(stop: Path) -> None:
-    """A STOP file older than this process ended an earlier attempt; one written since is a new cancel."""
-    import psutil
-
-    try:
-        if stop.stat().st_mtime < psutil.Process().create_time():
-            stop.unlink()
-    except FileNotFoundError:
-        pass
+        clear_stale_stop(plan.run, psutil.Process().create_time())
 
 
 def _same_file(handle: Any, path: Path) -> bool:
@@ -389,9 +375,9 @@ def setup_logging(run: Path, main: bool) -> tuple[list[logging.Handler], dict[st
     handlers: list[logging.Handler] = []
     saved: dict[str, Any] = {name: logging.getLogger(name).level for name in ("pipeline", "transformers")}
     saved["console"] = {h: h.level for h in logging.getLogger("transformers").handlers}
-    to_log = _same_file(sys.stderr, run / "train.log")
+    to_log = _same_file(sys.stderr, log_path(run))
     if main and not to_log:
-        file_handler = logging.FileHandler(run / "train.log", encoding="utf-8")
+        file_handler = logging.FileHandler(log_path(run), encoding="utf-8")
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handlers.append(file_handler)
         lib._get_library_root_logger()  # creates transformers' own stderr handler
@@ -445,7 +431,7 @@ def _callbacks(cfg: TrainConfig, plan: Plan, writer: Any, world: int, processor:
     return {  # geometry first (the others see its metrics); cancel before checkpoint (its save gets the disk
         # check); progress last (sees saves finished)
         "geometry": _geometry_callback(cfg, plan, processor),
-        "tensorboard": cb.TensorBoardCallback(plan.run / "tb", t.histogram_steps),
+        "tensorboard": cb.TensorBoardCallback(tensorboard_path(plan.run), t.histogram_steps),
         "cancel": cb.CancelCallback(plan.run, world),
         "checkpoint": cb.CheckpointCallback(
             plan.run, writer, keep=t.keep_checkpoints, metric=t.best_metric, mode=t.best_mode,
@@ -469,7 +455,7 @@ def _begin_event(cfg: TrainConfig, plan: Plan, model: Any, hw: Hardware, world: 
         "memory_estimate_gib": round(estimate_memory(cfg, hardware=hw).total / 2**30, 3),
         "warnings": plan.warnings}
     if plan.checkpoint is not None:
-        event["resumed_from"] = int(plan.checkpoint.name.split("-")[1])
+        event["resumed_from"] = _step_of(plan.checkpoint)
     if resume:
         event["skipped"] = [{"checkpoint": name, "reason": why} for name, why in plan.skipped]
     return event
@@ -480,7 +466,7 @@ def _save_outputs(trainer: Any, cfg: TrainConfig, plan: Plan, info: dict[str, An
     from .atomic import atomic_write_text
     from .callbacks import remove_path, set_adapter_base
 
-    final = plan.run / ("model" if cfg.training.method == "full" else "adapter")
+    final = output_path(plan.run, cfg.training.method)
     tmp = plan.run / OUTPUT_TMP
     try:
         trainer.save_model(str(tmp))  # every rank takes part (FSDP/DeepSpeed gather); rank 0 writes
@@ -494,8 +480,8 @@ def _save_outputs(trainer: Any, cfg: TrainConfig, plan: Plan, info: dict[str, An
         if cfg.training.method != "full":
             set_adapter_base(tmp, plan.spec.hub_id)
         text = json.dumps(info, indent=2) + "\n"
-        atomic_write_text(tmp / "studio.json", text)
-        atomic_write_text(plan.run / "studio.json", text)
+        atomic_write_text(studio_path(tmp), text)
+        atomic_write_text(studio_path(plan.run), text)
         remove_path(final)
         tmp.rename(final)
     trainer.accelerator.wait_for_everyone()
@@ -516,7 +502,7 @@ def _metrics(trainer: Any, output: Any) -> dict[str, Any]:
 def run_training(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     """Train as configured (resuming from the newest complete checkpoint when asked); see docs/TRAINING.md."""
     from .collate import VisionLanguageCollator
-    from .models import load_processor
+    from .models import apply_image_cap, load_processor
 
     rank, world = dist_info()
     main = rank == 0
@@ -537,7 +523,7 @@ def _train(cfg: TrainConfig, plan: Plan, args: Any, processor: Any, model: Any, 
            collator_cls: Any) -> TrainResult:
     from transformers.trainer_callback import PrinterCallback
 
-    from .callbacks import ProgressWriter, read_best
+    from .callbacks import ProgressWriter
 
     rank, world = dist_info()
     main = rank == 0
@@ -591,4 +577,4 @@ def _train(cfg: TrainConfig, plan: Plan, args: Any, processor: Any, model: Any, 
 
 
 def _step_of(checkpoint: Path | None) -> int | None:
-    return int(checkpoint.name.split("-")[1]) if checkpoint else None
+    return checkpoint_step(checkpoint) if checkpoint else None

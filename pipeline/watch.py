@@ -1,89 +1,20 @@
-"""Follow a run: tail progress.jsonl from a byte offset, fold events into a summary, stream a job's events."""
+"""Follow a run: tail progress.jsonl from a byte offset, fold events into a summary, stream a job's events.
+
+Reading and tailing the run folder is `pipeline.rundir`'s; this module folds and streams what it reads.
+"""
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .rundir import ProgressTail, progress_path, read_best, run_events
+
 if TYPE_CHECKING:
     from .jobstore import JobStore
-
-PROGRESS_FILE = "progress.jsonl"
-LOG_FILE = "train.log"
-
-
-class ProgressTail:
-    """Reads only the complete lines appended since the last call; a partial last line waits for its newline."""
-
-    def __init__(self, path: str | Path, offset: int = 0) -> None:
-        self.path = Path(path)
-        self.offset = offset
-
-    def read(self) -> list[dict[str, Any]]:
-        """New events (JSON objects) since the previous call."""
-        try:
-            with open(self.path, "rb") as handle:
-                size = handle.seek(0, 2)
-                if size < self.offset:  # the file was replaced or truncated: start over
-                    self.offset = 0
-                handle.seek(self.offset)
-                data = handle.read(size - self.offset)
-        except FileNotFoundError:
-            return []
-        end = data.rfind(b"\n")
-        if end < 0:
-            return []
-        self.offset += end + 1
-        events = []
-        for line in data[: end + 1].splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue  # a line torn by a crash: skip it, keep the rest
-            if isinstance(event, dict):
-                events.append(event)
-        return events
-
-
-def read_events(path: str | Path, offset: int = 0) -> list[dict[str, Any]]:
-    """Every complete event of a progress file from a byte offset."""
-    return ProgressTail(path, offset).read()
-
-
-def file_size(path: str | Path) -> int:
-    """Size of a file in bytes, 0 when absent."""
-    try:
-        return Path(path).stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def log_tail(path: str | Path, lines: int = 20, max_bytes: int = 16384) -> str:
-    """The last lines of a log file (reads at most `max_bytes` from its end)."""
-    try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, 2)
-            handle.seek(max(0, size - max_bytes))
-            text = handle.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def run_outcome(run_dir: str | Path, offset: int = 0) -> tuple[str | None, str | None]:
-    """(status of the last end event, message of the last error event) written after `offset` in progress.jsonl."""
-    status = error = None
-    for event in read_events(Path(run_dir) / PROGRESS_FILE, offset):
-        if event.get("event") == "end":
-            status = event.get("status")
-            error = event.get("error") or error
-        elif event.get("event") == "error":
-            error = str(event.get("message") or event.get("error") or "error event without a message")
-    return status, error
 
 
 def fold_summary(summary: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
@@ -119,21 +50,16 @@ def _number(value: Any) -> bool:
 def summarize_run(run_dir: str | Path) -> dict[str, Any]:
     """Summary metrics of a whole run folder (progress.jsonl plus best.json when present)."""
     summary: dict[str, Any] = {}
-    for event in read_events(Path(run_dir) / PROGRESS_FILE):
+    for event in run_events(run_dir):
         fold_summary(summary, event)
-    best_file = Path(run_dir) / "best.json"
-    if best_file.is_file():
-        try:
-            best = json.loads(best_file.read_text(encoding="utf-8"))
-        except ValueError:
-            best = None
-        if isinstance(best, dict):
-            value = next((best[k] for k in ("best_metric", "value", "metric_value") if _number(best.get(k))), None)
-            if value is not None:
-                summary["best_metric"] = float(value)
-                summary["best_metric_name"] = str(best.get("metric") or best.get("metric_name") or "eval_loss")
-            if best.get("checkpoint") or best.get("path"):
-                summary["best_checkpoint"] = str(best.get("checkpoint") or best.get("path"))
+    best = read_best(run_dir)
+    if best is not None:
+        value = next((best[k] for k in ("best_metric", "value", "metric_value") if _number(best.get(k))), None)
+        if value is not None:
+            summary["best_metric"] = float(value)
+            summary["best_metric_name"] = str(best.get("metric") or best.get("metric_name") or "eval_loss")
+        if best.get("checkpoint") or best.get("path"):
+            summary["best_checkpoint"] = str(best.get("checkpoint") or best.get("path"))
     return summary
 
 
@@ -151,7 +77,7 @@ def watch(job_id: int, from_seq: int = 0, poll: float = 0.5, timeout: float | No
 
         store = open_store()
     job = store.get_job(job_id)
-    tail = ProgressTail(Path(job.run_dir) / PROGRESS_FILE)
+    tail = ProgressTail(progress_path(job.run_dir))
     history = store.transitions(job_id)
     last_transition = history[-1]["id"] if history else 0
     yield _status_event(job.id, job.status, job.attempt, job.error, job.position)

@@ -11,16 +11,18 @@ import pytest
 from transformers import TrainerControl, TrainerState
 
 from pipeline.callbacks import (
-    BEST_FILE,
     CancelCallback,
     CheckpointCallback,
     EarlyStopping,
     ProgressWriter,
+    set_adapter_base,
+)
+from pipeline.rundir import (
+    BEST_FILE,
     check_manifest,
     newest_valid_checkpoint,
     prune_checkpoints,
     read_best,
-    set_adapter_base,
     write_manifest,
 )
 

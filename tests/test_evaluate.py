@@ -12,10 +12,10 @@ import pytest
 from pipeline.coords import CONVENTIONS
 from pipeline.errors import UserError
 from pipeline.eval_score import METRIC_KEYS, mean_box_baseline, score_answers, summarize
-from pipeline.evaluate import load_split, pick_subset, resolve_checkpoint
+from pipeline.evaluate import load_split, resolve_checkpoint
 from pipeline.masks import encode_rle, mask_bbox
 from pipeline.records import FrameRecord, ObjectAnn, write_records
-from pipeline.tasks import Example, build_examples
+from pipeline.tasks import Example, build_examples, pick_subset
 
 TASKS = ["grounding", "polygon", "referring", "counting", "negative"]
 REQUIRED = {"miou", "ap50", "map", "mask_iou", "dice", "pixel_accuracy", "label_accuracy", "count_accuracy",
@@ -223,7 +223,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.mark.slow
 def test_resolve_checkpoint(trained: tuple[Path, Path]):
-    from pipeline.callbacks import read_best
+    from pipeline.rundir import read_best
 
     _, run = trained
     best = read_best(run)

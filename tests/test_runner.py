@@ -17,17 +17,16 @@ import yaml
 from pipeline.errors import UserError
 from pipeline.jobs import JobSpec, LocalBackend, open_store
 from pipeline.jobstore import TERMINAL, JobStore
+from pipeline.rundir import ProgressTail, newest_checkpoint
 from pipeline.runner import (
     Resources,
     Scheduler,
     SchedulerLock,
     launch_argv,
-    newest_checkpoint,
     process_alive,
     process_started,
     recover,
 )
-from pipeline.watch import ProgressTail
 
 HELPER = Path(__file__).parent / "helpers" / "scripted_trainer.py"
 

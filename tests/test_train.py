@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from pipeline.callbacks import check_manifest, list_checkpoints
 from pipeline.cli import main as cli_main
 from pipeline.config import TrainConfig, load_config, save_config, set_field
 from pipeline.errors import UserError
 from pipeline.masks import encode_rle
 from pipeline.presets import get_preset
 from pipeline.records import FrameRecord, ObjectAnn, write_records
+from pipeline.rundir import check_manifest, list_checkpoints
 from pipeline.train import run_training
 
 ROOT = Path(__file__).resolve().parents[1]

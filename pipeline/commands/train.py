@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..rundir import config_path, log_path
 
 HELP = "fine-tune a VLM (LoRA, QLoRA or full) on a converted dataset"
 DEFAULT_PRESET = "balanced"
@@ -43,8 +44,8 @@ def build_config(args: argparse.Namespace) -> Any:
         raise UserError("give --config or --preset, not both")
     if args.config:
         cfg = load_config(args.config)
-    elif args.resume and args.out and not args.preset and (Path(args.out) / "config.yaml").is_file():
-        cfg = load_config(Path(args.out) / "config.yaml")
+    elif args.resume and args.out and not args.preset and config_path(args.out).is_file():
+        cfg = load_config(config_path(args.out))
     else:
         cfg = get_preset(args.preset or DEFAULT_PRESET, model=args.model)
     overrides = {"model.name": args.model, "training.method": args.method, "training.max_steps": args.max_steps,
@@ -101,7 +102,7 @@ def _train(cfg: Any, resume: bool) -> int:
     except Exception as exc:  # once training started, the traceback is in RUN/train.log
         text = str(exc).splitlines()[0] if str(exc) else ""
         hint = "; out of memory: lower batch size or max length, or use qlora" if "out of memory" in str(exc) else ""
-        log = Path(cfg.training.output_dir) / "train.log"
+        log = log_path(cfg.training.output_dir)
         where = f"; see {log}" if log.is_file() else ""
         print(f"error: training failed: {type(exc).__name__}: {text}{hint}{where}", file=sys.stderr)
         return 1

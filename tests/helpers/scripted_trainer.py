@@ -4,13 +4,15 @@
 
 config.yaml (YAML/JSON): total_steps, step_seconds, save_every, crash_at_step (exit 1 with an error event),
 ignore_sigterm (keeps running after SIGTERM/STOP, to exercise the kill after the grace period).
-Writes RUN/progress.jsonl (seq from 1, continuing across attempts), RUN/checkpoint-N/{state.json, manifest.json last},
-RUN/best.json, RUN/adapter/; stops on SIGTERM or RUN/STOP with a checkpoint and an end event "cancelled".
+Writes RUN/progress.jsonl (seq from 1, continuing across attempts), RUN/checkpoint-N/{state.json, manifest.json
+last, with sizes and sha256 as pipeline.rundir validates them}, RUN/best.json, RUN/adapter/; stops on SIGTERM or
+RUN/STOP with a checkpoint and an end event "cancelled".
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -49,8 +51,10 @@ def newest_checkpoint(run: Path) -> int:
 def save_checkpoint(run: Path, step: int) -> None:
     folder = run / f"checkpoint-{step}"
     folder.mkdir(exist_ok=True)
-    (folder / "state.json").write_text(json.dumps({"step": step}), encoding="utf-8")
-    (folder / "manifest.json").write_text(json.dumps({"step": step, "files": ["state.json"]}), encoding="utf-8")
+    state = json.dumps({"step": step}).encode()
+    (folder / "state.json").write_bytes(state)
+    files = {"state.json": {"size": len(state), "sha256": hashlib.sha256(state).hexdigest()}}
+    (folder / "manifest.json").write_text(json.dumps({"step": step, "files": files}), encoding="utf-8")
 
 
 def main() -> int:

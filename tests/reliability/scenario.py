@@ -139,6 +139,6 @@ def run(server: AppServer, sample: Sample) -> Scenario:
 
 def _checkpoints(run: Any) -> dict[str, str | None]:
     """checkpoint-N folder -> what is wrong with it (None: complete and valid)."""
-    from pipeline.callbacks import check_manifest
+    from pipeline.rundir import check_manifest
 
     return {path.name: check_manifest(path) for path in sorted(run.glob("checkpoint-*"))}

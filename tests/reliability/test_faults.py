@@ -45,9 +45,9 @@ def chain(tmp_path_factory: pytest.TempPathFactory, studio_home: Path) -> Any:
     """Four attempts on one run folder (on a 16 MiB tmpfs when mountable); what each left behind."""
     from helpers.export_runs import make_dataset
 
-    from pipeline.callbacks import newest_valid_checkpoint
     from pipeline.config import load_config, save_config, set_field
     from pipeline.presets import get_preset
+    from pipeline.rundir import newest_valid_checkpoint
 
     base = tmp_path_factory.mktemp("fault_chain")
     data = make_dataset(base / "data")
@@ -81,7 +81,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory, studio_home: Path) -> Any:
         record["final"] = run_training(load_config(config), resume=True)
         record["events"] = events(run)
         record["checkpoints"] = {p.name: p for p in run.glob("checkpoint-*")}
-        from pipeline.callbacks import check_manifest
+        from pipeline.rundir import check_manifest
 
         record["manifest_problems"] = {name: check_manifest(p) for name, p in record["checkpoints"].items()}
         yield record
