@@ -1,187 +1,24 @@
-"""Jobs facade: the backend interface (submit, get, list, cancel, resume, watch), the local SQLite backend,
-training job specs, and `open_store()` (which settles jobs whose process is gone every time it is called).
-
-Pick the backend with STUDIO_JOBS (`local`, the default). The runner starts training as a process
-(`python -m pipeline train --config RUN/config.yaml`); it never imports the trainer.
+"""Training jobs: validate a config, write it to a new run folder (RUN/config.yaml) and describe the job
+(`prepare_train`), or do that and submit it (`submit_train`). The job runs `python -m pipeline train --config
+RUN/config.yaml` as its own process; nothing here imports the trainer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import secrets
 import sys
-import threading
-import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from .errors import UserError
-from .home import studio_home
-from .jobstore import Experiment, Job, JobStore
-from .runner import (
-    Resources,
-    SchedulerLock,
-    ensure_scheduler,
-    process_alive,
-    recover,
-    request_cancel,
-    request_resume,
-    start_scheduler_thread,
-)
-from .watch import watch as _watch
-
-DB_FILE = "studio.db"
-_STORES: dict[Path, JobStore] = {}
-_STORES_LOCK = threading.Lock()
+from ..errors import UserError
+from ..home import studio_home
+from .backend import get_backend
+from .spec import JobBackend, JobSpec, new_run_id
+from .store import Job
 
 
-def open_store(home: str | Path | None = None) -> JobStore:
-    """The studio database of a data home (one JobStore per process), after settling jobs whose process is gone."""
-    path = (Path(home).expanduser().resolve() if home else studio_home()) / DB_FILE
-    with _STORES_LOCK:
-        store = _STORES.get(path)
-        if store is None:
-            store = _STORES[path] = JobStore(path)
-    recover(store)
-    return store
-
-
-@dataclass
-class JobSpec:
-    """What to run: a command line (the training entry point for train jobs) and the run folder it writes."""
-
-    argv: list[str]
-    run_dir: str
-    kind: str = "train"
-    run_id: str | None = None  # None: a fresh id
-    new_run: bool = True  # False: a job for an existing experiment (e.g. evaluating a finished run)
-    name: str | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    model: str | None = None
-    dataset_fingerprint: str | None = None
-    slots: int = 1
-    mem_bytes: int | None = None
-    cwd: str | None = None
-    tags: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # from validation, for the caller to show
-
-
-class JobBackend(Protocol):
-    """What every jobs backend offers (the local SQLite runner now, a Celery+Redis one later)."""
-
-    def submit(self, spec: JobSpec) -> Job: ...
-    def get(self, job_id: int) -> Job: ...
-    def list(self, status: str | Iterable[str] | None = None) -> list[Job]: ...
-    def cancel(self, job_id: int) -> Job: ...
-    def resume(self, job_id: int) -> Job: ...
-    def watch(self, job_id: int, from_seq: int = 0, poll: float = 0.5,
-              timeout: float | None = None) -> Iterator[dict[str, Any]]: ...
-
-
-def new_run_id() -> str:
-    """A sortable, unique run id: UTC date-time plus 4 random hex digits."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
-
-
-class LocalBackend:
-    """Jobs as local processes, state in STUDIO_HOME/studio.db.
-
-    scheduler="process": a detached `python -m pipeline jobs scheduler` is started on demand (CLI);
-    "thread": call `start()` to run the scheduler loop in a daemon thread of this process (the app);
-    "none": nothing launches jobs from here (tests driving a `Scheduler` themselves).
-    """
-
-    def __init__(self, home: str | Path | None = None, scheduler: str = "process",
-                 resources: Resources | None = None) -> None:
-        if scheduler not in ("process", "thread", "none"):
-            raise ValueError(f"unknown scheduler mode {scheduler!r}")
-        self.home = Path(home).expanduser().resolve() if home else studio_home()
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.mode, self.resources = scheduler, resources
-        self.store = open_store(self.home)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.wake()  # queued jobs left by a reboot, or orphans still running, get a scheduler on any contact
-
-    def start(self) -> None:
-        """Run the scheduler in a daemon thread of this process (waits for the lock if a detached one runs)."""
-        if self._thread is None or not self._thread.is_alive():
-            self._stop.clear()
-            self._thread = start_scheduler_thread(self.store, self.home, self._stop, self.resources)
-
-    def stop(self) -> None:
-        """Stop the scheduler thread; running jobs keep running and are adopted by the next scheduler."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def wake(self) -> None:
-        """Make sure a scheduler will look at the queue (process mode starts one when none holds the lock)."""
-        if self.mode == "process" and self._needs_scheduler():
-            ensure_scheduler(self.home)
-
-    def _needs_scheduler(self) -> bool:
-        if self.store.queue():
-            return True
-        return any(not process_alive(j.owner_pid, j.owner_started) for j in self.store.list_jobs(status="running"))
-
-    def submit(self, spec: JobSpec) -> Job:
-        """Record the experiment (new run) and queue the job; returns it at once."""
-        run_id = spec.run_id or new_run_id()
-        if spec.new_run:
-            self.store.add_experiment(Experiment(
-                run_id=run_id, name=spec.name or run_id, created_at=time.time(), run_dir=spec.run_dir,
-                config=spec.config, model=spec.model, dataset_fingerprint=spec.dataset_fingerprint,
-                tags=list(spec.tags)))
-        else:
-            self.store.get_experiment(run_id)
-        job = self.store.add_job(run_id, spec.kind, spec.argv, spec.cwd or os.getcwd(), spec.run_dir,
-                                 slots=spec.slots, mem_bytes=spec.mem_bytes)
-        self.wake()
-        return self.store.get_job(job.id)
-
-    def get(self, job_id: int) -> Job:
-        return self.store.get_job(job_id)
-
-    def list(self, status: str | Iterable[str] | None = None) -> list[Job]:
-        return self.store.list_jobs(status=status)
-
-    def cancel(self, job_id: int) -> Job:
-        return request_cancel(self.store, job_id)
-
-    def resume(self, job_id: int) -> Job:
-        job = request_resume(self.store, job_id)
-        self.wake()
-        return job
-
-    def watch(self, job_id: int, from_seq: int = 0, poll: float = 0.5,
-              timeout: float | None = None) -> Iterator[dict[str, Any]]:
-        """Progress and status events of a job until it ends (see `pipeline.watch.watch`)."""
-        self.wake()
-        return _watch(job_id, from_seq=from_seq, poll=poll, timeout=timeout, store=self.store)
-
-    def scheduler_pid(self) -> int | None:
-        """Pid of the process holding the scheduler lock (None when no scheduler runs)."""
-        return SchedulerLock(self.home).holder()
-
-
-def get_backend(home: str | Path | None = None, **kwargs: Any) -> JobBackend:
-    """The backend named by STUDIO_JOBS: `local` (default) or `celery` (Redis + Celery workers)."""
-    name = os.environ.get("STUDIO_JOBS", "local").strip().lower() or "local"
-    if name == "local":
-        return LocalBackend(home, **kwargs)
-    if name == "celery":
-        from .celery_backend import CeleryBackend
-
-        return CeleryBackend(home, **kwargs)
-    raise UserError(f"STUDIO_JOBS={name!r} is not available in this version (use 'local' or 'celery')")
-
-
-# -- training jobs -------------------------------------------------------------------------------------
 def train_command(config_path: str | Path) -> list[str]:
     """The training entry point for a run's config."""
     return [sys.executable, "-m", "pipeline", "train", "--config", str(config_path)]
@@ -204,7 +41,7 @@ def dataset_fingerprint(path: str | Path) -> str | None:
 
 
 def _load_train_config(config: str | Path | None, preset: str | None, model: str | None) -> Any:
-    from .config import load_config
+    from ..config import load_config
 
     if config is not None and preset is not None:
         raise UserError("give either --config or --preset, not both")
@@ -212,7 +49,7 @@ def _load_train_config(config: str | Path | None, preset: str | None, model: str
         return load_config(config)
     if preset is None:
         raise UserError("give --config FILE, or --preset NAME with --model and --data")
-    from .presets import get_preset
+    from ..presets import get_preset
 
     return get_preset(preset, model=model)  # the preset fits its image-token budget to the model
 
@@ -224,8 +61,8 @@ def prepare_train(config: str | Path | None = None, preset: str | None = None, m
     """Validate a training config, write it to a new run folder (RUN/config.yaml) and describe the job."""
     import yaml
 
-    from .config import save_config, set_field, validate_config
-    from .hardware import detect_hardware
+    from ..config import save_config, set_field, validate_config
+    from ..hardware import detect_hardware
 
     cfg = _load_train_config(config, preset, model)
     if model:
@@ -264,8 +101,8 @@ def prepare_train(config: str | Path | None = None, preset: str | None = None, m
 
 def _memory_bytes(cfg: Any, hw: Any) -> int | None:
     """Per-GPU memory estimate when the run will use CUDA here (the scheduler compares it to free memory)."""
-    from .config import resolve_device
-    from .memory import estimate_memory
+    from ..config import resolve_device
+    from ..memory import estimate_memory
 
     if resolve_device(cfg, hw) != "cuda":
         return None
