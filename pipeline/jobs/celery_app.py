@@ -1,7 +1,7 @@
 """The Celery app of the distributed job backend (Redis broker and result backend) and its one task.
 
 `studio.run_job(job_id, attempt)` runs a job's command line (`python -m pipeline train --config RUN/config.yaml`
-for training) as a subprocess on the worker, exactly like the local runner, and reports through Redis
+for training) as a subprocess on the worker, exactly like the local scheduler (`jobs.launch`), and reports through Redis
 (`pipeline.jobs.redis_progress`): it claims the job, beats its heartbeat, XADDs every progress.jsonl line, turns a
 cancel request into RUN/STOP + SIGTERM (SIGKILL after the grace), and records the final status. A trainer killed
 by a signal while the worker survives is retried from its newest complete checkpoint (max_retries per job).
@@ -265,7 +265,7 @@ class JobSupervisor:
 
 
 def _as_job(data: dict[str, Any]) -> Job:
-    """A job hash as the local store's Job (what the shared runner helpers take)."""
+    """A job hash as the local store's Job (what the shared `jobs.launch` helpers take)."""
     return Job(id=int(data["id"]), run_id=str(data.get("run_id") or ""), kind=str(data.get("kind") or "train"),
                status=str(data.get("status") or "running"), argv=list(data.get("argv") or []),
                cwd=str(data.get("cwd") or ""), run_dir=str(data["run_dir"]), slots=int(data.get("slots") or 1),
