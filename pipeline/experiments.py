@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .errors import UserError
-from .jobstore import Experiment, JobStore
+from .jobs.store import Experiment, JobStore
 from .rundir import looks_like_run, run_events
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ SORT_FIELDS = ("created", "name", "status", "model", "updated")
 def _store(store: JobStore | None) -> JobStore:
     if store is not None:
         return store
-    from .jobs import open_store
+    from .jobs.store import open_store
 
     return open_store()
 

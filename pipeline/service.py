@@ -37,7 +37,7 @@ from .uploads import (  # noqa: F401
 )
 
 if TYPE_CHECKING:
-    from .jobs import LocalBackend
+    from .jobs import JobBackend
 
 DEFAULT_MODEL = "tiny-smolvlm"
 DEFAULT_PRESET = "cpu_demo"
@@ -49,7 +49,7 @@ MAX_YAML_BYTES = 64 * 1024
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _LOCK = threading.Lock()  # the backends table
 _HARDWARE_LOCK = threading.Lock()
-_BACKENDS: dict[Path, LocalBackend] = {}
+_BACKENDS: dict[tuple[Path, str], JobBackend] = {}  # by (data home, STUDIO_JOBS)
 _MODE = {"scheduler": "process"}
 _HARDWARE: dict[str, Any] = {}
 
@@ -90,23 +90,28 @@ def require_user(username: str | None, action: str) -> None:
         raise UserError(f"sign in with Hugging Face (button at the top) to {action}")
 
 
-def backend() -> LocalBackend:
-    """The jobs backend of the current STUDIO_HOME (one per data home and process)."""
-    from .jobs import LocalBackend
+def backend() -> JobBackend:
+    """The jobs backend of the current STUDIO_HOME and STUDIO_JOBS (one per data home, backend and process).
 
-    home = studio_home()
+    `local`: this machine's scheduler; `celery`: the fleet of workers (Start, Watch, Cancel, Resume and the jobs
+    table then all go through Redis). Jobs whose process or worker is gone are settled when it is first made.
+    """
+    from .jobs import backend_name, get_backend
+
+    key = (studio_home(), backend_name())
     with _LOCK:
-        found = _BACKENDS.get(home)
+        found = _BACKENDS.get(key)
         if found is None:
-            found = _BACKENDS[home] = LocalBackend(home, scheduler=_MODE["scheduler"])
+            found = _BACKENDS[key] = get_backend(key[0], scheduler=_MODE["scheduler"])
+            found.recover()
         return found
 
 
-def start_scheduler() -> LocalBackend:
-    """The app's scheduler: marks jobs whose process is gone interrupted, then runs the loop in a daemon thread."""
+def start_scheduler() -> JobBackend:
+    """The app's job side: settles jobs whose process is gone, then runs the local scheduler in a daemon thread
+    (with STUDIO_JOBS=celery there is nothing to run here: the workers run the jobs)."""
     _MODE["scheduler"] = "thread"
     found = backend()
-    found.mode = "thread"
     found.start()
     return found
 
@@ -325,7 +330,7 @@ def job_info(job: Any) -> dict[str, Any]:
     """The JSON-able fields of a job that the UI shows."""
     return {"job_id": job.id, "run_id": job.run_id, "kind": job.kind, "status": job.status, "position": job.position,
             "attempt": job.attempt, "error": job.error, "created_at": job.created_at, "started_at": job.started_at,
-            "ended_at": job.ended_at}
+            "ended_at": job.ended_at, "worker": getattr(job, "worker", None)}  # worker: the Celery node running it
 
 
 def list_jobs(status: str | None = None) -> list[dict[str, Any]]:
@@ -363,7 +368,7 @@ def watch_job(job_id: int, from_seq: int = 0, poll: float = 0.5) -> Iterator[Wat
     The generator only reads the job store and the run folder, so closing it (a client leaving) never touches the
     job; call again with the last seq seen to resume exactly where the stream stopped.
     """
-    from .jobstore import TERMINAL as TERMINAL_STATUSES
+    from .jobs import TERMINAL as TERMINAL_STATUSES
     from .rundir import log_path, log_tail, run_events
 
     job = backend().get(int(job_id))

@@ -32,13 +32,29 @@ QUICK = ["training.save_steps=2", "training.eval_steps=0", "training.logging_ste
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 240.0) -> Any:
-    """Poll until `check()` is truthy (the timeout only guards against a hang)."""
+    """Poll until `check()` is truthy (the timeout only guards against a hang on 2 busy cores)."""
     end = time.monotonic() + timeout
     while not (value := check()):
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
     return value
+
+
+def wait_for_job(backend: Any, job_id: int, check: Callable[[Any], Any], what: str, timeout: float = 240.0) -> Any:
+    """wait_for(check(job)) that fails at once, with the job's error and log tail, if the job ends first."""
+
+    def step() -> Any:
+        job = backend.get(job_id)
+        if (value := check(job)):
+            return value
+        if job.status not in ("queued", "running"):
+            log = Path(job.run_dir) / "train.log"
+            tail = log.read_text(errors="replace")[-3000:] if log.is_file() else ""
+            raise AssertionError(f"job {job_id} ended {job.status} ({job.error}) while waiting for {what}\n{tail}")
+        return None
+
+    return wait_for(step, what, timeout)
 
 
 def _free_port() -> int:
@@ -125,7 +141,7 @@ class Fleet:
              "--name", node, "--loglevel", "warning"], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        wait_for(lambda: node in {w["name"] for w in self.jobs.workers()}, f"worker {node}", timeout=120)
+        wait_for(lambda: node in {w["name"] for w in self.jobs.workers()}, f"worker {node}")
         return node
 
     def kill(self, node: str) -> None:
@@ -151,8 +167,8 @@ def fleet(redis_url: str, tmp_path_factory: pytest.TempPathFactory,
           studio_home: Path) -> Iterator[tuple[Any, Fleet, Path]]:
     """(backend, fleet of two single-slot workers, dataset) on a private home and Redis key prefix."""
     from pipeline.jobs import get_backend
-    from pipeline.redis_progress import RedisJobs
-    from pipeline.runner import process_alive
+    from pipeline.jobs.process import process_alive
+    from pipeline.jobs.redis_progress import RedisJobs
     from pipeline.tiny import ensure_tiny_model
 
     models = ensure_tiny_model("tiny-smolvlm").parent  # in the session's home: built once for every test file
@@ -194,7 +210,7 @@ def file_events(run_dir: str) -> list[dict]:
 
 
 def follow(backend: Any, job_id: int, **kwargs: Any) -> list[dict]:
-    events = list(backend.watch(job_id, poll=0.2, timeout=300, **kwargs))
+    events = list(backend.watch(job_id, poll=0.2, timeout=600, **kwargs))
     assert events[-1]["event"] == "status" and events[-1]["status"] not in ("queued", "running"), events[-1]
     return events
 
@@ -210,7 +226,7 @@ def scripted(home: Path, name: str, **cfg: Any) -> Any:
 
 
 def test_status_changes_are_compare_and_set_and_a_silent_worker_loses_its_job(redis_url: str) -> None:
-    from pipeline.redis_progress import RedisJobs
+    from pipeline.jobs.redis_progress import RedisJobs
 
     jobs = RedisJobs(redis_url, f"studio-test-{uuid.uuid4().hex[:10]}:")
     try:
@@ -233,8 +249,9 @@ def test_status_changes_are_compare_and_set_and_a_silent_worker_loses_its_job(re
 
 
 def test_worker_plan_gives_each_job_its_gpus() -> None:
-    from pipeline.celery_app import queue_for, worker_plan
     from pipeline.errors import UserError
+    from pipeline.jobs.celery_app import queue_for
+    from pipeline.jobs.worker import worker_plan
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CUDA_VISIBLE_DEVICES", "3,5,6,7")
@@ -287,7 +304,7 @@ def test_cancel_a_running_job(fleet: tuple[Any, Fleet, Path]) -> None:
     backend, _, dataset = fleet
     job = submit(backend, dataset, 2000, "training.save_steps=1000")  # far more steps than the cancel takes
     events = []
-    for event in backend.watch(job.id, poll=0.2, timeout=300):
+    for event in backend.watch(job.id, poll=0.2, timeout=600):
         events.append(event)
         if event.get("event") == "log":
             assert backend.cancel(job.id).cancel_requested is not None
@@ -300,13 +317,18 @@ def test_cancel_a_running_job(fleet: tuple[Any, Fleet, Path]) -> None:
 
 
 def test_worker_killed_mid_job_is_interrupted_then_resumed_elsewhere(fleet: tuple[Any, Fleet, Path]) -> None:
-    from pipeline.runner import process_alive
+    from pipeline.jobs.launch import newest_checkpoint
+    from pipeline.jobs.process import process_alive
 
     backend, workers, dataset = fleet
-    job = submit(backend, dataset, 8)
+    # keep every checkpoint: with the preset's keep_checkpoints=1, checkpoint-2 is pruned as soon as checkpoint-4 is
+    # complete, and a poll that missed that window waited for it forever on a busy machine
+    job = submit(backend, dataset, 8, "training.keep_checkpoints=100")
     run = Path(job.run_dir)
-    wait_for(lambda: (run / "checkpoint-2" / "manifest.json").is_file(), "the first checkpoint")
+    wait_for_job(backend, job.id, lambda j: j.status == "running" and j.pid, "a worker to start the trainer")
+    wait_for_job(backend, job.id, lambda _: newest_checkpoint(run), "the first checkpoint")
     running = backend.get(job.id)
+    os.killpg(running.pid, signal.SIGSTOP)  # frozen mid-run, however fast or slow this machine is
     assert running.status == "running" and running.pid
     workers.kill(running.worker)
     wait_for(lambda: not process_alive(running.pid, None), "the trainer to die with its worker")
@@ -361,7 +383,7 @@ def test_only_resumable_failures_are_retried(fleet: tuple[Any, Fleet, Path]) -> 
     crash = backend.submit(scripted(backend.home, "crash", total_steps=4, step_seconds=0.01, crash_at_step=2))
     killed = backend.submit(scripted(backend.home, "killed", total_steps=40, step_seconds=0.1, save_every=3))
     run = Path(killed.run_dir)
-    wait_for(lambda: (run / "checkpoint-3" / "manifest.json").is_file(), "a checkpoint")
+    wait_for_job(backend, killed.id, lambda _: (run / "checkpoint-3" / "manifest.json").is_file(), "a checkpoint")
     os.killpg(backend.get(killed.id).pid, signal.SIGKILL)  # e.g. the OOM killer: the worker itself survives
     follow(backend, crash.id)
     follow(backend, killed.id)
@@ -372,3 +394,78 @@ def test_only_resumable_failures_are_retried(fleet: tuple[Any, Fleet, Path]) -> 
     assert len(retry) == 1 and "retry 1/1" in retry[0]["detail"] and "resume from checkpoint-" in retry[0]["detail"]
     steps = [e["step"] for e in file_events(killed.run_dir) if e.get("event") == "log"]
     assert steps[-1] == 40 and len(set(steps)) == 40
+
+
+def test_the_app_in_celery_mode_runs_its_jobs_on_the_fleet(fleet: tuple[Any, Fleet, Path]) -> None:
+    """STUDIO_JOBS=celery: the app's Start, Watch, jobs table, Cancel and Resume all go to the workers."""
+    import psutil
+    from gradio_client import Client
+
+    from pipeline import service
+    from pipeline.config import set_field
+    from pipeline.watch import read_events
+    from studio_app.launch import serve
+
+    backend, workers, dataset = fleet
+    worker_pids = {proc.pid for proc in workers.procs.values()}
+    demo, url = serve()  # as `python app.py` starts: service.start_scheduler(), then the UI
+    try:
+        assert type(service.backend()) is type(backend)  # the fleet, not a local scheduler
+        client = Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 120})
+        cfg = service.training_config(None, "tiny-smolvlm", "quick_test")
+        for item in QUICK:
+            key, _, value = item.partition("=")
+            set_field(cfg, key, yaml.safe_load(value))
+        started, job_id, _ = client.predict(dataset.name, "tiny-smolvlm", "quick_test", service.config_yaml(cfg), 6,
+                                            "app-on-fleet", api_name="/start_training")
+        assert started["status"] == "queued" and started["max_steps"] == 6 and job_id == started["job_id"]
+
+        running = wait_for_job(backend, job_id, lambda j: j.pid and j, "a worker to start the trainer")
+        assert running.worker in workers.procs
+        try:  # the trainer is a child of a worker's pool process (this process started the workers, not the job)
+            parents = [p.pid for p in psutil.Process(running.pid).parents()]
+            assert parents[0] != os.getpid() and set(parents) & worker_pids, parents
+        except psutil.NoSuchProcess:
+            pass  # already ended: its worker is recorded above and below
+        mine = [" ".join(c.cmdline()) for c in psutil.Process().children()]  # the app's own processes
+        assert not [c for c in mine if "pipeline train" in c], mine
+
+        views = [out[0] for out in client.submit(job_id, 0, api_name="/watch_job")]
+        assert views[-1]["status"] == "succeeded" and views[-1]["step"] == 6, views[-1]
+        assert {"start", "log", "end"} <= {e.get("event") for v in views for e in v["events"]}
+        done = backend.get(job_id)
+        assert (done.status, done.worker) == ("succeeded", running.worker)
+        assert f"on {running.worker} slots" in (Path(done.run_dir) / "train.log").read_text()
+
+        listed = {row["job_id"]: row for row in service.list_jobs()}  # the app's jobs table
+        assert (listed[job_id]["status"], listed[job_id]["worker"]) == ("succeeded", running.worker)
+        table = client.predict(api_name="/list_jobs")
+        assert [job_id, "succeeded"] in [row[:2] for row in table["data"]]
+        assert (done.run_id, "app-on-fleet · succeeded") in [(r, label) for label, r in service.run_choices()]
+        cli = subprocess.run([sys.executable, "-m", "pipeline", "jobs", "list", "--json"], capture_output=True,
+                             text=True, timeout=300, cwd=ROOT, env=dict(os.environ))
+        assert cli.returncode == 0, cli.stderr
+        shown = {job["id"]: job for job in json.loads(cli.stdout)}
+        assert (shown[job_id]["status"], shown[job_id]["worker"]) == ("succeeded", running.worker)
+        assert not (backend.home / "scheduler.lock").exists()  # no local scheduler ever ran for this home
+
+        # Cancel and Resume from the app reach the worker (the scripted trainer: seconds of CPU)
+        slow = backend.submit(scripted(backend.home, "app-cancel", total_steps=2000, step_seconds=0.05, save_every=5))
+        wait_for_job(backend, slow.id, lambda j: (Path(j.run_dir) / "checkpoint-5" / "manifest.json").is_file(),
+                     "a checkpoint of the job to cancel")
+        assert client.predict(slow.id, api_name="/cancel_job")["job_id"] == slow.id
+        cancelled = wait_for(lambda: (j := backend.get(slow.id)).status != "running" and j, "the cancel")
+        assert (cancelled.status, cancelled.exit_code) == ("cancelled", 0)
+        resumed, _ = client.predict(slow.id, api_name="/resume_job")
+        assert resumed["attempt"] == 2 and resumed["status"] in ("queued", "running")
+        wait_for_job(backend, slow.id, lambda j: any(e.get("event") == "resume" for e in read_events(
+            Path(j.run_dir) / "progress.jsonl")), "the resumed attempt to start")
+        assert service.cancel_job(slow.id)["status"] in ("running", "cancelled")
+        again = wait_for(lambda: (j := backend.get(slow.id)).status != "running" and j, "the second cancel")
+        assert (again.status, again.attempt) == ("cancelled", 2) and again.worker in workers.procs
+        resume = next(e for e in file_events(again.run_dir) if e["event"] == "resume")
+        assert resume["step"] >= 5
+        assert any(h["detail"] == f"resume from checkpoint-{resume['step']}" for h in backend.history(slow.id))
+    finally:
+        demo.close()
+        service._BACKENDS.pop((backend.home, "celery"), None)

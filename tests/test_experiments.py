@@ -12,7 +12,7 @@ from pipeline import experiments as ex
 from pipeline.cli import main
 from pipeline.errors import UserError
 from pipeline.jobs import open_store
-from pipeline.jobstore import Experiment, JobStore
+from pipeline.jobs.store import Experiment, JobStore
 
 
 def write_run(home: Path, run_id: str, losses: list[float]) -> Path:

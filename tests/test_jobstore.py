@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.jobstore import MIGRATIONS, Experiment, JobStore, is_secret_key, scrub, scrub_argv
+from pipeline.jobs.store import MIGRATIONS, Experiment, JobStore, is_secret_key, scrub, scrub_argv
 
 
 def make_store(tmp_path: Path) -> JobStore:

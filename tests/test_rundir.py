@@ -60,17 +60,17 @@ def test_newest_valid_checkpoint_skips_every_broken_one(run: Path) -> None:
 
 
 def test_resume_runner_celery_evaluate_and_export_agree_on_the_newest_checkpoint(run: Path, tmp_path: Path) -> None:
-    from pipeline import runner, train
+    from pipeline import train
     from pipeline.evaluate import resolve_checkpoint
     from pipeline.export import RunInfo, select_checkpoint
-    from pipeline.jobstore import Experiment, JobStore
+    from pipeline.jobs import Experiment, JobStore, launch, local
 
     assert train.newest_valid_checkpoint is rundir.newest_valid_checkpoint  # what --resume starts from
     store = JobStore(tmp_path / "studio.db")
     store.add_experiment(Experiment(run_id="r", name="r", created_at=time.time(), run_dir=str(run)))
     job = store.add_job("r", "train", ["python", "-m", "pipeline", "train"], str(tmp_path), str(run))
     assert store.transition(job.id, "queued", "running") and store.transition(job.id, "running", "interrupted")
-    runner.request_resume(store, job.id)
+    local.request_resume(store, job.id)
     assert store.transitions(job.id)[-1]["detail"] == "resume from checkpoint-2"
     assert resolve_checkpoint(run, "last")[:2] == (run / "checkpoint-2", 2)
     info = RunInfo(run, SimpleNamespace(training=SimpleNamespace(method="lora")), {}, None)
@@ -78,10 +78,7 @@ def test_resume_runner_celery_evaluate_and_export_agree_on_the_newest_checkpoint
     assert (folder, label, step) == (run / "checkpoint-2", "checkpoint-2", 2) and "checkpoint-2" in notes[0]
     with pytest.raises(UserError, match="checkpoint-8 is not usable: .* wrong sha256"):
         select_checkpoint(info, 8)
-    pytest.importorskip("celery")
-    from pipeline import celery_app, celery_backend
-
-    assert celery_app.newest_checkpoint is celery_backend.newest_checkpoint is rundir.newest_checkpoint
+    assert launch.newest_checkpoint is rundir.newest_checkpoint  # the local scheduler's and Celery's resume note
 
 
 def test_best_json_round_trip_and_the_best_checkpoint(run: Path) -> None:

@@ -24,11 +24,11 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     previous = os.environ.get("STUDIO_HOME")
     folder = tmp_path_factory.mktemp("service_home").resolve()
     os.environ["STUDIO_HOME"] = str(folder)
-    service._BACKENDS[folder] = LocalBackend(folder, scheduler="none")
+    service._BACKENDS[(folder, "local")] = LocalBackend(folder, scheduler="none")
     try:
         yield folder
     finally:
-        service._BACKENDS.pop(folder, None)
+        service._BACKENDS.pop((folder, "local"), None)
         if previous is None:
             os.environ.pop("STUDIO_HOME", None)
         else:

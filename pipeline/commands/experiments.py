@@ -55,7 +55,9 @@ def _line(exp: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from .. import experiments as ex
+    from ..jobs import open_store, recover
 
+    recover(open_store())  # a run whose process is gone shows as interrupted, not running
     command = args.exp_command
     if command == "list":
         descending = True if args.desc else False if args.asc else None

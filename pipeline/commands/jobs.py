@@ -107,10 +107,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.jobs_command == "scheduler":
         from ..home import studio_home
-        from ..runner import serve
+        from ..jobs.scheduler import serve
 
-        return serve(open_store(), studio_home())
+        return serve(open_store(), studio_home())  # settles jobs whose process is gone before it starts
     backend = get_backend()
+    backend.recover()  # jobs whose process (or worker) is gone are shown as interrupted, not running
     command = args.jobs_command
     if command == "submit":
         job = submit_train(backend, config=args.config, preset=args.preset, model=args.model, data=args.data,

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     """Start the worker (blocks until it is stopped), or list the live workers."""
     if args.list:
         return _list(args.json)
-    from ..celery_app import start_worker
+    from ..jobs.worker import start_worker
 
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     return start_worker(queues, gpus=args.gpus, gpus_per_job=args.gpus_per_job, name=args.name,
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(as_json: bool) -> int:
-    from ..redis_progress import RedisJobs
+    from ..jobs.redis_progress import RedisJobs
 
     jobs = RedisJobs()
     jobs.ping()

@@ -87,7 +87,7 @@ class AppServer:
         """Kill the app, then any job process it left (found through the studio database)."""
         self.kill()
         try:
-            from pipeline.jobstore import JobStore
+            from pipeline.jobs.store import JobStore
 
             store = JobStore(self.home / "studio.db")
             for job in store.list_jobs(status="running"):

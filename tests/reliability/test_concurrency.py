@@ -76,7 +76,7 @@ def _max_overlap(spans: list[tuple[float, float, int]]) -> int:
 
 
 def _run_scheduler(store: Any, home: Path, resources: Any, done: threading.Event) -> None:
-    from pipeline.runner import Scheduler
+    from pipeline.jobs.scheduler import Scheduler
 
     scheduler = Scheduler(store, home, resources, poll=0.05)
     while not done.is_set() or scheduler.tick() or scheduler.procs:
@@ -88,8 +88,8 @@ def test_store_under_thread_contention(tmp_path: Path) -> None:
     """Eight threads submit, list, cancel and resume 80 jobs while a scheduler launches them (2 slots): no error, every
     history is a legal chain ending in a final status, never more than 2 running."""
     from pipeline.jobs import JobSpec, LocalBackend
-    from pipeline.jobstore import TERMINAL
-    from pipeline.runner import Resources
+    from pipeline.jobs.launch import Resources
+    from pipeline.jobs.store import TERMINAL
 
     home = tmp_path / "home"
     backend = LocalBackend(home, scheduler="none")
@@ -144,7 +144,7 @@ def test_two_jobs_never_share_a_gpu_slot(tmp_path: Path) -> None:
     """Two GPU slots (physical ids 3 and 5), seven jobs of 1 or 2 GPUs: running jobs never overlap on a slot, and
     each process sees exactly its slots in CUDA_VISIBLE_DEVICES."""
     from pipeline.jobs import JobSpec, LocalBackend
-    from pipeline.runner import Resources
+    from pipeline.jobs.launch import Resources
 
     home = tmp_path / "home"
     backend = LocalBackend(home, scheduler="none")

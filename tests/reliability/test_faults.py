@@ -226,7 +226,7 @@ def test_app_restart_adopts_the_running_job_and_runs_the_queued_one_once(jobs_ho
         running = _until(lambda: (j := backend.get(first.id)).pid and j.status == "running" and j, "job 1 to run")
         _until(lambda: _starts(running) == 1, "job 1 to log its start")
         _kill(app)
-        from pipeline.runner import process_alive
+        from pipeline.jobs.process import process_alive
 
         assert process_alive(running.pid, running.pid_started), "the training outlives the app"
         assert backend.get(second.id).status == "queued"
@@ -278,7 +278,8 @@ def test_training_that_dies_on_its_first_step_is_failed_with_its_error(tmp_path:
     from helpers.export_runs import make_dataset
 
     from pipeline.jobs import LocalBackend, prepare_train
-    from pipeline.runner import Resources, Scheduler
+    from pipeline.jobs.launch import Resources
+    from pipeline.jobs.scheduler import Scheduler
 
     data = make_dataset(tmp_path / "data")
     for image in (data / "images" / "vid").iterdir():

@@ -239,7 +239,7 @@ def test_space_refuses_callers_who_are_not_signed_in(action: str, call: Any, spa
         call(space_app.client())
     db = space_app.home / "studio.db"
     if db.is_file():
-        from pipeline.jobstore import JobStore
+        from pipeline.jobs.store import JobStore
 
         assert JobStore(db).list_jobs() == []
     assert os.environ.get("SPACE_ID") is None, "the test process itself is not a Space"

@@ -1,6 +1,6 @@
 """The Celery + Redis jobs backend (STUDIO_JOBS=celery): the same submit/get/list/cancel/resume/watch as the local one.
 
-Jobs live in Redis (`pipeline.redis_progress`) and run on a fleet of workers (`python -m pipeline worker`); the app
+Jobs live in Redis (`pipeline.jobs.redis_progress`) and run on a fleet of workers (`python -m pipeline worker`); the app
 keeps the experiments in its SQLite store (STUDIO_HOME/studio.db) and records there what the workers report
 (status and summary metrics) whenever it looks at a job. Run folders live under a STUDIO_HOME every worker mounts.
 """
@@ -14,13 +14,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .jobs import JobSpec, new_run_id, open_store
-from .jobstore import KINDS, RESUMABLE, TERMINAL, Experiment, Job, scrub, scrub_argv
+from ..errors import UserError
+from ..home import studio_home
+from ..rundir import progress_path
+from ..watch import fold_summary, summarize_run
+from .celery_app import TASK_NAME, make_app, queue_for
+from .launch import plan_resume, write_stop_file
 from .redis_progress import RedisJobs
-from .rundir import newest_checkpoint, progress_path
-from .runner import write_stop_file
-from .watch import fold_summary, summarize_run
+from .spec import JobSpec, new_run_id
+from .store import KINDS, TERMINAL, Experiment, Job, open_store, scrub, scrub_argv
 
 _JOB_FIELDS = {f.name for f in fields(Job)}
 REDIS_PATIENCE_S = 120.0
@@ -63,15 +65,18 @@ class CeleryBackend:
 
     def __init__(self, home: str | Path | None = None, redis_url: str | None = None, prefix: str | None = None,
                  **_local_options: Any) -> None:
-        from .home import studio_home
-
         self.home = Path(home).expanduser().resolve() if home else studio_home()
         self.home.mkdir(parents=True, exist_ok=True)
         self.store = open_store(self.home)
         self.jobs = RedisJobs(redis_url, prefix)
         self.jobs.ping()
-        for data in self.jobs.sweep():  # any contact settles jobs whose worker died
-            self.record(to_job(data))
+
+    def recover(self) -> list[Job]:
+        """Settle running jobs whose worker stopped beating (interrupted) and record them; returns them."""
+        settled = [to_job(data) for data in self.jobs.sweep()]
+        for job in settled:
+            self.record(job)
+        return list(settled)
 
     def start(self) -> None:
         """Nothing to start here: workers run the jobs."""
@@ -80,15 +85,11 @@ class CeleryBackend:
         """Nothing to stop here."""
 
     def _app(self) -> Any:
-        from .celery_app import make_app
-
         return make_app(self.jobs.url, self.jobs.prefix)
 
     def _send(self, job_id: int, attempt: int, queue: str) -> None:
         """Publish the task of a queued attempt; a job whose message cannot be sent fails instead of waiting forever."""
         from kombu.exceptions import OperationalError
-
-        from .celery_app import TASK_NAME
 
         try:
             task_id = self._app().send_task(TASK_NAME, args=[job_id, attempt], queue=queue).id
@@ -101,8 +102,6 @@ class CeleryBackend:
     # -- the backend interface ---------------------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> Job:
         """Record the experiment (new run), create the job in Redis and queue its task; returns it at once."""
-        from .celery_app import queue_for
-
         if spec.kind not in KINDS:
             raise UserError(f"unknown job kind {spec.kind!r} (expected one of {', '.join(KINDS)})")
         run_id = spec.run_id or new_run_id()
@@ -169,25 +168,18 @@ class CeleryBackend:
     def resume(self, job_id: int) -> Job:
         """Queue an interrupted/failed/cancelled job again (attempt + 1, `--resume`) for any worker to pick up."""
         job = self._get(job_id)
-        if job.status not in RESUMABLE:
-            what = "it finished" if job.status == "succeeded" else "it is still active"
-            raise UserError(f"job {job.id} is {job.status}: {what}, nothing to resume")
-        argv = job.argv if "--resume" in job.argv or job.kind != "train" else [*job.argv, "--resume"]
-        checkpoint = newest_checkpoint(job.run_dir)
-        detail = f"resume from {checkpoint.name}" if checkpoint else "resume (no complete checkpoint: from the start)"
+        argv, detail = plan_resume(job)
         done = self.jobs.cas(job_id, job.status, "queued", expect_attempt=job.attempt, detail=detail, argv=argv,
                              attempt=job.attempt + 1, retries=0, queued_at=time.time(), cancel_requested=None,
                              pid=None, exit_code=None, error=None, gpu_ids=[], ended_at=None, worker=None)
         if done is None:
             raise UserError(f"job {job.id} changed while resuming it; try again")
-        from .celery_app import queue_for
-
         self._send(job_id, job.attempt + 1, job.queue or queue_for(job.kind, job.slots))
         return self.get(job_id)
 
     def watch(self, job_id: int, from_seq: int = 0, poll: float = 0.5,
               timeout: float | None = None) -> Iterator[dict[str, Any]]:
-        """Yield what `pipeline.watch.watch` yields (status, progress lines with seq > from_seq, final status).
+        """Yield what `pipeline.jobs.watch.watch` yields (status, progress lines with seq > from_seq, final status).
 
         Read from the job's Redis stream: XREAD blocks up to `poll` s for new entries; a dropped Redis connection
         is retried for REDIS_PATIENCE_S and the generator carries on from the last entry it saw.

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
 
 STREAM_MAXLEN = 200_000
 _NUMBERS = {"id": int, "slots": int, "mem_bytes": int, "attempt": int, "pid": int, "exit_code": int,

@@ -1,41 +1,30 @@
 """The Celery app of the distributed job backend (Redis broker and result backend) and its one task.
 
 `studio.run_job(job_id, attempt)` runs a job's command line (`python -m pipeline train --config RUN/config.yaml`
-for training) as a subprocess on the worker, exactly like the local runner, and reports through Redis
-(`pipeline.redis_progress`): it claims the job, beats its heartbeat, XADDs every progress.jsonl line, turns a
+for training) as a subprocess on the worker, exactly like the local scheduler (`jobs.launch`), and reports through Redis
+(`pipeline.jobs.redis_progress`): it claims the job, beats its heartbeat, XADDs every progress.jsonl line, turns a
 cancel request into RUN/STOP + SIGTERM (SIGKILL after the grace), and records the final status. A trainer killed
 by a signal while the worker survives is retried from its newest complete checkpoint (max_retries per job).
+Starting the process, the cancel escalation and the final status are `jobs.launch`, shared with the local scheduler;
+starting a worker is `jobs.worker`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
-import socket
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .jobstore import Job
+from ..errors import UserError
+from ..rundir import ProgressTail, file_size, progress_path
+from .launch import CancelEscalation, Resources, decide_status, prepare_run_dir, resume_argv, resume_note, start_process
+from .process import signal_group_after_exit
 from .redis_progress import RedisJobs, heartbeat_ttl_s, key_prefix, redis_url
-from .rundir import ProgressTail, clear_stop, file_size, log_path, newest_checkpoint, progress_path
-from .runner import (
-    Resources,
-    cancel_grace_s,
-    child_env,
-    decide_status,
-    launch_argv,
-    signal_group,
-    signal_group_after_exit,
-    write_stop_file,
-)
+from .store import Job
 
 TASK_NAME = "studio.run_job"
 QUEUES = ("training", "preprocessing")
@@ -111,26 +100,6 @@ def slot_resources() -> tuple[Resources, list[int]]:
     return Resources(slots=len(ids), device=device, physical_ids=ids), slots
 
 
-def _pdeathsig() -> Callable[[], None]:
-    """A preexec function: own session (the job's process group) and SIGKILL when the worker process dies."""
-    parent = os.getpid()
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        prctl = None
-
-    def setup() -> None:
-        os.setsid()
-        if prctl is not None:
-            prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: no orphan training after kill -9 of the worker
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return setup
-
-
 # -- the task body ------------------------------------------------------------------------------------------
 class JobSupervisor:
     """Claim one attempt of a job, run its command, forward progress, honour cancel, record the outcome."""
@@ -201,22 +170,11 @@ class JobSupervisor:
                              queue_reason=None, progress_offset=file_size(progress_path(job["run_dir"])))
 
     def _launch(self, job: dict[str, Any], resources: Resources, slots: list[int]) -> subprocess.Popen[bytes]:
-        run_dir = Path(job["run_dir"])
-        run_dir.mkdir(parents=True, exist_ok=True)
-        clear_stop(run_dir)  # a STOP left by an earlier cancel would end a resume at once
-        if job["argv"][1:3] == ["-m", "pipeline"]:
-            job = {**job, "argv": [sys.executable, *job["argv"][1:]]}  # this worker's interpreter, not the submitter's
-        argv = launch_argv(_as_job(job), resources)
+        run_dir = prepare_run_dir(job["run_dir"])
         home = os.environ.get("STUDIO_HOME") or str(run_dir.parent)
-        env = child_env(home, {"STUDIO_JOB_ID": str(self.job_id), "STUDIO_JOB_ATTEMPT": str(self.attempt),
-                               **resources.child_env(slots)})
-        cwd = job["cwd"] if Path(job.get("cwd") or "").is_dir() else str(run_dir)
-        with open(log_path(run_dir), "ab") as out:
-            out.write(f"[studio] job {self.job_id} attempt {self.attempt} on {self.worker} slots {slots}: "
-                      f"{' '.join(argv)}\n".encode())
-            out.flush()
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, close_fds=True, preexec_fn=_pdeathsig())
+        # this worker's interpreter, not the submitter's; the trainer dies with this pool process
+        proc = start_process(_as_job(job), resources, slots, home, where=self.worker, own_python=True,
+                             die_with_parent=True)
         self._safe(lambda: self.jobs.cas(self.job_id, "running", expect_attempt=self.attempt, pid=proc.pid), None)
         return proc
 
@@ -226,8 +184,8 @@ class JobSupervisor:
 
         tail = ProgressTail(progress_path(job["run_dir"]))
         self.seq_floor = self._safe(lambda: self.jobs.last_seq(self.job_id), 0)
-        stop_at: float | None = None
-        killed = fenced = False
+        cancel: CancelEscalation | None = None
+        fenced = False
         next_beat = 0.0
         while True:
             rc = proc.poll()
@@ -242,13 +200,10 @@ class JobSupervisor:
                     log.warning("job %s: Redis unreachable (%s); training goes on", self.job_id, exc)
                     current = {"status": "running", "attempt": self.attempt}
                 fenced = fenced or current.get("status") != "running" or current.get("attempt") != self.attempt
-                if stop_at is None and (fenced or current.get("cancel_requested") is not None):
-                    write_stop_file(_as_job(job))
-                    signal_group(proc.pid, None, signal.SIGTERM)
-                    stop_at = now
-            if stop_at is not None and not killed and rc is None and now - stop_at >= cancel_grace_s():
-                signal_group(proc.pid, None, signal.SIGKILL)
-                killed = True
+                if cancel is None and (fenced or current.get("cancel_requested") is not None):
+                    cancel = CancelEscalation()  # RUN/STOP + SIGTERM now, SIGKILL after the grace
+            if cancel is not None and rc is None:
+                cancel.step(_as_job(job), proc.pid, None, now, now)
             if rc is not None:
                 self._forward(tail)
                 return rc, fenced
@@ -295,13 +250,10 @@ class JobSupervisor:
 
     def _retry(self, job: dict[str, Any], error: str | None) -> dict[str, Any]:
         """A resumable failure: the same job, next attempt, `--resume` from its newest complete checkpoint."""
-        argv = list(job["argv"])
-        if job.get("kind") == "train" and "--resume" not in argv:
-            argv.append("--resume")
-        checkpoint = newest_checkpoint(job["run_dir"])
+        argv = resume_argv(list(job["argv"]), str(job.get("kind") or "train"))
         retries = int(job.get("retries") or 0) + 1
         detail = (f"retry {retries}/{job.get('max_retries')} after: {error}; "
-                  + (f"resume from {checkpoint.name}" if checkpoint else "no complete checkpoint: from the start"))
+                  + (resume_note(job["run_dir"]) or "no complete checkpoint: from the start"))
         queued = self.jobs.cas(self.job_id, "running", "queued", expect_attempt=self.attempt, detail=detail,
                                argv=argv, attempt=self.attempt + 1, retries=retries, queued_at=time.time(),
                                wall_seconds=self._wall(job), cancel_requested=None, alive="del")
@@ -312,7 +264,7 @@ class JobSupervisor:
 
 
 def _as_job(data: dict[str, Any]) -> Job:
-    """A job hash as the local store's Job (what the shared runner helpers take)."""
+    """A job hash as the local store's Job (what the shared `jobs.launch` helpers take)."""
     return Job(id=int(data["id"]), run_id=str(data.get("run_id") or ""), kind=str(data.get("kind") or "train"),
                status=str(data.get("status") or "running"), argv=list(data.get("argv") or []),
                cwd=str(data.get("cwd") or ""), run_dir=str(data["run_dir"]), slots=int(data.get("slots") or 1),
@@ -320,87 +272,3 @@ def _as_job(data: dict[str, Any]) -> Job:
                attempt=int(data.get("attempt") or 1), progress_offset=int(data.get("progress_offset") or 0),
                cancel_requested=data.get("cancel_requested"), heartbeat=data.get("heartbeat"),
                started_at=data.get("started_at"))
-
-
-# -- starting a worker -------------------------------------------------------------------------------------
-def detect_gpus() -> list[str]:
-    """Physical ids of this machine's GPUs: CUDA_VISIBLE_DEVICES when set, else `nvidia-smi -L` (none: [])."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [v.strip() for v in visible.split(",") if v.strip() and v.strip() != "-1"]
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
-
-
-def worker_plan(queues: list[str], gpus: int | None, gpus_per_job: int) -> dict[str, Any]:
-    """What a worker offers: device, GPU ids, job slots (= GPUs // GPUs per job) and the queues it consumes."""
-    found = detect_gpus()
-    device = "cuda" if found else "cpu"
-    count = len(found) if gpus is None and found else (gpus if gpus is not None else 1)
-    if count < 1 or gpus_per_job < 1:
-        raise UserError(f"--gpus ({count}) and --gpus-per-job ({gpus_per_job}) must be at least 1")
-    if found and count > len(found):
-        raise UserError(f"--gpus {count}: this machine shows {len(found)} GPU(s) ({','.join(found)})")
-    if gpus_per_job > count:
-        raise UserError(f"--gpus-per-job {gpus_per_job} is more than the {count} GPU(s) this worker has")
-    unknown = sorted(set(queues) - set(QUEUES))
-    if unknown or not queues:
-        raise UserError(f"unknown queue(s) {', '.join(unknown) or '(none)'}: use {', '.join(QUEUES)}")
-    ids = found[:count] if found else [str(i) for i in range(count)]
-    return {"device": device, "gpus": ids, "gpus_per_job": gpus_per_job, "slots": count // gpus_per_job,
-            "queues": worker_queues(queues, gpus_per_job), "host": socket.gethostname()}
-
-
-def start_worker(queues: list[str], gpus: int | None = None, gpus_per_job: int = 1, name: str | None = None,
-                 loglevel: str = "info") -> int:
-    """Run a Celery worker in this process until it is stopped (prefork pool, one process per job slot)."""
-    from celery.utils.nodenames import default_nodename, host_format
-
-    plan = worker_plan(queues, gpus, gpus_per_job)
-    RedisJobs().ping()
-    os.environ.update(STUDIO_WORKER_GPUS=",".join(plan["gpus"]), STUDIO_WORKER_DEVICE=plan["device"],
-                      STUDIO_WORKER_GPUS_PER_JOB=str(gpus_per_job))
-    nodename = host_format(default_nodename(name or f"studio-{os.getpid()}@%h"))
-    _advertise_when_ready(nodename, {**plan, "pid": os.getpid()})
-    argv = ["worker", "--queues", ",".join(plan["queues"]), "--concurrency", str(plan["slots"]), "--hostname",
-            nodename, "--pool", "prefork", "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
-    make_app().worker_main(argv)
-    return 0
-
-
-def _advertise_when_ready(nodename: str, info: dict[str, Any]) -> None:
-    """Once the worker is up: settle jobs of dead workers, then keep an advert of this worker alive in Redis."""
-    import redis
-    from celery.signals import worker_ready, worker_shutdown
-
-    stop = threading.Event()
-    ttl = heartbeat_ttl_s()
-
-    def loop() -> None:
-        jobs = RedisJobs()
-        try:
-            jobs.sweep()
-        except redis.RedisError as exc:
-            log.warning("could not sweep lost jobs: %s", exc)
-        while not stop.is_set():
-            try:
-                jobs.advertise(nodename, info, ttl)
-            except redis.RedisError as exc:
-                log.warning("could not advertise worker %s: %s", nodename, exc)
-            stop.wait(max(0.5, ttl / 3))
-
-    def on_ready(**_: Any) -> None:
-        threading.Thread(target=loop, name="studio-advert", daemon=True).start()
-
-    def on_shutdown(**_: Any) -> None:
-        stop.set()
-        try:
-            RedisJobs().retire(nodename)
-        except redis.RedisError:
-            pass
-
-    worker_ready.connect(on_ready, weak=False)
-    worker_shutdown.connect(on_shutdown, weak=False)

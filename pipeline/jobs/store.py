@@ -1,4 +1,9 @@
-"""SQLite store for experiments and jobs: WAL, one connection per thread, BEGIN IMMEDIATE writes, compare-and-set."""
+"""SQLite store for experiments and jobs: WAL, one connection per thread, BEGIN IMMEDIATE writes, compare-and-set.
+
+`open_store()` gives the studio database of a data home (one JobStore per process and home). Opening it never
+changes a job: settling jobs whose process is gone is `pipeline.jobs.recover(store)`, called by the scheduler,
+the app's startup and the CLI.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
+from ..home import studio_home
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 RESUMABLE = frozenset({"failed", "cancelled", "interrupted"})
 KINDS = ("train", "evaluate", "export")
+DB_FILE = "studio.db"
 
 # Each entry moves the schema one version up; never edit an entry once released, append a new one.
 MIGRATIONS: list[str] = [
@@ -395,3 +402,17 @@ class JobStore:
             "SELECT id, at, attempt, from_status, to_status, detail FROM job_transitions "
             "WHERE job_id=? AND id>? ORDER BY id", (int(job_id), after_id)).fetchall()
         return [dict(r) for r in rows]
+
+
+_STORES: dict[Path, JobStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def open_store(home: str | Path | None = None) -> JobStore:
+    """The studio database of a data home (one JobStore per process); no side effects beyond creating it."""
+    path = (Path(home).expanduser().resolve() if home else studio_home()) / DB_FILE
+    with _STORES_LOCK:
+        store = _STORES.get(path)
+        if store is None:
+            store = _STORES[path] = JobStore(path)
+    return store
