@@ -114,8 +114,9 @@ def yaml_mapping(text: str) -> dict[str, Any]:
 
 
 def fill_image_cap(cfg: TrainConfig) -> TrainConfig:
-    """Set data.max_pixels (when unset) to the Qwen image cap the dataset was converted with, else the studio's."""
-    if cfg.data.max_pixels is None:
+    """Once data.path is set, fill an unset data.max_pixels with the Qwen image cap the dataset was converted with
+    (the studio's QWEN_MAX_PIXELS for a dataset that records none)."""
+    if cfg.data.max_pixels is None and cfg.data.path:
         cfg.data.max_pixels = dataset_image_cap(cfg.data.path)
     return cfg
 

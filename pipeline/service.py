@@ -39,7 +39,7 @@ SAMPLE_OPTIONS: dict[str, Any] = {}
 FORM_FIELDS = ("training.method", "training.max_steps", "training.epochs", "training.batch_size",
                "training.grad_accum", "training.learning_rate", "training.scheduler", "lora.r", "lora.alpha",
                "data.max_length", "training.save_steps", "training.logging_steps")
-MAX_YAML_BYTES = 64 * 1024
+MAX_YAML_BYTES = 64 * 1024  # what plan.yaml_mapping accepts (plan.MAX_YAML_BYTES; a test keeps them equal)
 PALETTE = [(230, 40, 40), (40, 190, 70), (40, 90, 235), (250, 205, 30), (205, 50, 205), (30, 205, 215),
            (255, 128, 0), (128, 64, 255)]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -377,7 +377,7 @@ def _geometry_callback(cfg: TrainConfig, plan: Plan, processor: Any) -> Any:
     return GeometryEvalCallback.for_dataset(
         processor, plan.dataset, plan.val_records, plan.tasks, plan.spec.convention,
         seed=int(plan.meta.get("seed", 0)), label_set=label_set(plan.meta), samples=cfg.training.geometry_eval_samples,
-        batch_size=cfg.training.batch_size, image_cap=cfg.data.max_image_size)
+        batch_size=cfg.training.batch_size, image_cap=cfg.data.max_image_size, max_pixels=cfg.data.max_pixels)
 
 
 def _callbacks(cfg: TrainConfig, plan: Plan, writer: Any, world: int, processor: Any) -> dict[str, Any]:

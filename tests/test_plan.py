@@ -79,6 +79,7 @@ def test_builder_sources_and_their_errors(tmp_path: Path) -> None:
     cfg = plan.build_config(model="tiny-smolvlm", out=tmp_path / "run", overrides={"training.method": "full"})
     assert cfg.training.output_dir == str((tmp_path / "run").resolve()) and cfg.training.method == "full"
     assert cfg.training.grad_accum == 4  # the default preset (balanced)
+    assert cfg.data.max_pixels is None  # filled in once a dataset is named (from its dataset.json)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump({"training": {"max_steps": 9}}))
     resumed = plan.build_config(out=tmp_path / "run", resume=True)
@@ -95,6 +96,11 @@ def test_builder_sources_and_their_errors(tmp_path: Path) -> None:
         plan.build_config(yaml_text="- just\n- a list\n")
     with pytest.raises(UserError, match=r"^config YAML: training\.epochs"):
         plan.build_config(yaml_text="training: {epochs: soon}\n")
+    from pipeline import service
+
+    assert service.MAX_YAML_BYTES == plan.MAX_YAML_BYTES  # the app's upload check and the builder agree
+    with pytest.raises(UserError, match="over 64 KiB"):
+        plan.build_config(yaml_text="#" * (plan.MAX_YAML_BYTES + 1))
 
 
 @pytest.mark.parametrize(("overrides", "field"), [
