@@ -1,24 +1,18 @@
-"""TrainConfig: the one training configuration (model, data, training, lora, hardware), YAML I/O and validation.
+"""TrainConfig: the one training configuration (model, data, training, lora, hardware), its field ranges and YAML I/O.
 
-The schema checks types and choices; `validate_config` checks ranges and cross-field rules against the registry and
-the hardware, returning `(errors, warnings)` where every message starts with the field it is about.
+The schema checks types and choices; `range_errors` checks the numeric ranges. Everything that needs the registry,
+the dataset or this machine (resolving, cross-field checks, the memory estimate) lives in `pipeline.plan`.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import UserError
-
-if TYPE_CHECKING:
-    from .hardware import Hardware
-
-MIN_TEXT_TOKENS = 32  # room for prompt + answer once the image tokens are placed
-MIN_CUDA = (11, 8)  # the oldest CUDA the pinned torch / bitsandbytes wheels support
 
 
 class _Section(BaseModel):
@@ -39,6 +33,8 @@ class DataSection(_Section):
     tasks: list[str] | None = None  # None: the tasks recorded in dataset.json
     max_length: int = 512
     max_image_size: int | None = None  # cap on the longest image side in pixels (fewer image tokens)
+    # The Qwen image cap (processor max_pixels); None: the dataset's (dataset.json), filled in by pipeline.plan.
+    max_pixels: int | None = None
     max_train_samples: int | None = None
     max_eval_samples: int | None = 64
 
@@ -178,6 +174,7 @@ def set_field(cfg: TrainConfig, dotted: str, value: Any) -> None:
 RANGES: list[tuple[str, float | None, float | None, bool]] = [
     ("data.max_length", 16, 1_048_576, False),
     ("data.max_image_size", 16, 16_384, False),
+    ("data.max_pixels", 1024, 268_435_456, False),
     ("data.max_train_samples", 1, None, False),
     ("data.max_eval_samples", 1, None, False),
     ("training.max_steps", -1, None, False),
@@ -211,7 +208,8 @@ def get_field(cfg: TrainConfig, dotted: str) -> Any:
     return getattr(getattr(cfg, section), name)
 
 
-def _range_errors(cfg: TrainConfig) -> list[str]:
+def range_errors(cfg: TrainConfig) -> list[str]:
+    """`field: must be ...` for every value outside RANGES."""
     errors = []
     for dotted, low, high, open_low in RANGES:
         value = get_field(cfg, dotted)
@@ -232,167 +230,6 @@ def _range_errors(cfg: TrainConfig) -> list[str]:
     return errors
 
 
-def resolve_device(cfg: TrainConfig, hw: Hardware) -> str:
-    """The device training will use: the configured one, or CUDA when present, else CPU."""
-    if cfg.hardware.device != "auto":
-        return cfg.hardware.device
-    return "cuda" if hw.device == "cuda" else "cpu"
-
-
-def resolve_precision(cfg: TrainConfig, hw: Hardware) -> str:
-    """Mixed precision actually used: bf16 where the GPU has it, fp16 on older GPUs, fp32 on CPU."""
-    if cfg.training.precision != "auto":
-        return cfg.training.precision
-    if resolve_device(cfg, hw) != "cuda":
-        return "fp32"
-    return "bf16" if hw.bf16 else "fp16"
-
-
-def resolve_weight_dtype(cfg: TrainConfig, hw: Hardware) -> str:
-    """Dtype the base weights are loaded in: fp32 master weights for full fine-tuning, else the compute dtype."""
-    if cfg.model.dtype != "auto":
-        return cfg.model.dtype
-    if cfg.training.method == "full":
-        return "float32"
-    return {"bf16": "bfloat16", "fp16": "float16"}.get(resolve_precision(cfg, hw), "float32")
-
-
-def planning_hardware(cfg: TrainConfig, hw: Hardware) -> Hardware:
-    """The hardware memory is judged against: a GPU of `hardware.gpu_memory_gb` when set, else the detected one."""
-    from .hardware import GpuInfo, Hardware
-
-    if not cfg.hardware.gpu_memory_gb:
-        return hw
-    size = int(cfg.hardware.gpu_memory_gb * 2**30)
-    bf16 = hw.bf16 if hw.device == "cuda" else True
-    return Hardware("cuda", [GpuInfo("planned GPU", size, size)], bf16, hw.cuda_version, hw.cpu_cores, hw.ram)
-
-
 def eval_steps(cfg: TrainConfig) -> int:
     """Evaluation interval in steps (0: no periodic evaluation)."""
     return cfg.training.save_steps if cfg.training.eval_steps is None else cfg.training.eval_steps
-
-
-def _step_warnings(cfg: TrainConfig) -> tuple[list[str], list[str]]:
-    t, errors, warnings = cfg.training, [], []
-    every = eval_steps(cfg)
-    if t.max_steps > 0:
-        if t.save_steps > t.max_steps:
-            warnings.append(f"training.save_steps: {t.save_steps} is beyond training.max_steps {t.max_steps}: "
-                            "no checkpoint before the end, so an interrupted run restarts from zero")
-        if every > t.max_steps:
-            warnings.append(f"training.eval_steps: {every} is beyond training.max_steps {t.max_steps}: "
-                            "no evaluation during training")
-        if t.logging_steps > t.max_steps:
-            warnings.append(f"training.logging_steps: {t.logging_steps} is beyond training.max_steps {t.max_steps}")
-    if every and t.save_steps % every:
-        warnings.append(f"training.save_steps: {t.save_steps} is not a multiple of the evaluation interval {every}: "
-                        "the best checkpoint is judged by the latest evaluation before each save")
-    if t.early_stopping_patience and not every:
-        errors.append("training.early_stopping_patience: needs periodic evaluation (training.eval_steps is 0)")
-    geometric = t.best_metric.startswith("eval_") and not t.best_metric.endswith("loss")
-    if geometric and not t.geometry_eval_samples:
-        errors.append(f"training.best_metric: {t.best_metric} is a geometry metric; set "
-                      "training.geometry_eval_samples (e.g. 16) so that evaluations compute it")
-    if t.best_metric.endswith("loss") and t.best_mode == "max":
-        warnings.append(f"training.best_mode: 'max' for {t.best_metric} keeps the worst checkpoint")
-    return errors, warnings
-
-
-def _hardware_checks(cfg: TrainConfig, spec: Any, hw: Hardware) -> tuple[list[str], list[str]]:
-    errors, warnings = [], []
-    device, precision = resolve_device(cfg, hw), resolve_precision(cfg, hw)
-    if cfg.hardware.device == "cuda" and hw.device != "cuda":
-        errors.append("hardware.device: cuda requested but no CUDA GPU was found")
-    if precision == "bf16" and device == "cuda" and not hw.bf16:
-        errors.append("training.precision: bf16 needs a GPU of compute capability 8.0+ (use fp16 or auto)")
-    if precision == "bf16" and device == "cpu":
-        warnings.append("training.precision: bf16 on CPU is emulated on most processors and usually slower than fp32")
-    if precision == "fp16" and device != "cuda":
-        errors.append("training.precision: fp16 mixed precision needs a CUDA GPU (use fp32 or auto)")
-    if cfg.training.method == "qlora":
-        if not spec.qlora_supported:
-            errors.append(f"training.method: qlora is not supported for {spec.key} (use lora)")
-        elif device != "cuda":
-            warnings.append("training.method: qlora without a CUDA GPU runs bitsandbytes 4-bit on CPU, slowly")
-    if device == "cuda" and hw.cuda_version:
-        parts = tuple(int(p) for p in hw.cuda_version.split(".")[:2] if p.isdigit())
-        if parts and parts < MIN_CUDA:
-            errors.append(f"hardware: CUDA {hw.cuda_version} is older than {'.'.join(map(str, MIN_CUDA))}, "
-                          "which torch and bitsandbytes need")
-    return errors, warnings
-
-
-def _memory_checks(cfg: TrainConfig, hw: Hardware) -> tuple[list[str], list[str]]:
-    from .memory import estimate_memory, fits
-
-    planned = cfg.hardware.gpu_memory_gb
-    hw = planning_hardware(cfg, hw)
-    gpu_bytes = hw.gpu_memory if planned or resolve_device(cfg, hw) == "cuda" else 0
-    if not gpu_bytes:
-        return [], []
-    estimate = estimate_memory(cfg, hardware=hw)
-    verdict = fits(estimate, gpu_bytes)
-    need, have = estimate.total / 2**30, gpu_bytes / 2**30
-    where = "hardware.gpu_memory_gb" if planned else "hardware"
-    if verdict == "won't fit":
-        return [f"{where}: estimated {need:.1f} GiB does not fit in {have:.1f} GiB of GPU memory "
-                f"(largest part: {estimate.largest()}); lower batch size or max length, or use qlora"], []
-    if verdict == "tight":
-        return [], [f"{where}: estimated {need:.1f} GiB is tight for {have:.1f} GiB of GPU memory"]
-    return [], []
-
-
-def _token_checks(cfg: TrainConfig, spec: Any) -> tuple[list[str], list[str]]:
-    from .memory import image_tokens
-
-    side = cfg.data.max_image_size or spec.image_size
-    tokens = image_tokens(spec, side)
-    room = cfg.data.max_length - tokens
-    if room <= 0:
-        return [f"data.max_length: {cfg.data.max_length} cannot hold the {tokens} image tokens of one "
-                f"{side}x{side} image (raise it or cap data.max_image_size)"], []
-    if room < MIN_TEXT_TOKENS:
-        return [], [f"data.max_length: only {room} tokens are left for text after {tokens} image tokens"]
-    return [], []
-
-
-def _lora_checks(cfg: TrainConfig) -> list[str]:
-    if cfg.training.method == "full":
-        return []
-    targets = cfg.lora.target_modules
-    if targets is not None and not targets:
-        return ["lora.target_modules: empty (leave it null for the registry's list)"]
-    return []
-
-
-def validate_config(cfg: TrainConfig | dict[str, Any], hardware: Hardware | None = None) -> tuple[list[str], list[str]]:
-    """Check a config against ranges, the registry and the hardware; returns (errors, warnings)."""
-    from .hardware import detect_hardware
-    from .registry import get_spec
-
-    if isinstance(cfg, dict):
-        try:
-            cfg = TrainConfig.model_validate(cfg)
-        except ValidationError as exc:
-            return schema_errors(exc), []
-    errors = _range_errors(cfg) + _lora_checks(cfg)
-    warnings: list[str] = []
-    step_errors, step_warnings = _step_warnings(cfg)
-    errors += step_errors
-    warnings += step_warnings
-    if cfg.data.path and not Path(cfg.data.path).expanduser().is_dir():
-        errors.append(f"data.path: {cfg.data.path} is not a folder")
-    try:
-        spec = get_spec(cfg.model.name)
-    except UserError as exc:
-        return errors + [f"model.name: {exc}"], warnings
-    if not spec.enabled:
-        errors.append(f"model.name: {spec.key} is disabled: {spec.disabled_reason}")
-    hw = hardware or detect_hardware()
-    if errors:  # the estimates below assume sane numbers
-        return errors, warnings
-    for check in (_hardware_checks(cfg, spec, hw), _token_checks(cfg, spec), _memory_checks(cfg, hw)):
-        errors += check[0]
-        warnings += check[1]
-    return errors, warnings

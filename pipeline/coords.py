@@ -18,6 +18,7 @@ from typing import Any
 
 from .errors import UserError
 from .masks import Box, BoxLike
+from .registry import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, smart_resize
 
 Labeled = tuple[str | None, Box]
 LabeledPolygon = tuple[str | None, list[float]]
@@ -57,23 +58,6 @@ class Axis:
             raise ParseError(f"coordinate {value:g} outside the range 0..{limit:g}")
         pixels = (value + 0.5 if self.bin_centre else value) * self.size / self.units
         return min(max(pixels, 0.0), self.size)
-
-
-def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56,
-                 max_pixels: int = 28 * 28 * 1280) -> tuple[int, int]:
-    """Qwen2-VL/2.5-VL processor size: sides multiples of `factor`, area within [min_pixels, max_pixels]."""
-    # Same rule as transformers.models.qwen2_vl.image_processing_qwen2_vl.smart_resize (minus its aspect check).
-    h_bar = round(height / factor) * factor
-    w_bar = round(width / factor) * factor
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
 
 
 def _numbers(text: str, what: str) -> list[float]:
@@ -384,7 +368,7 @@ class Qwen25VL(Convention):
     box_key, poly_key, label_first, separators = "bbox_2d", "polygon", False, (", ", ": ")
     nested_polygon = True  # [[x, y], ...] rather than [x, y, ...]
 
-    def __init__(self, min_pixels: int = 56 * 56, max_pixels: int = 28 * 28 * 1280, factor: int = 28) -> None:
+    def __init__(self, min_pixels: int = QWEN_MIN_PIXELS, max_pixels: int = QWEN_MAX_PIXELS, factor: int = 28) -> None:
         self.min_pixels, self.max_pixels, self.factor = min_pixels, max_pixels, factor
 
     def axes(self, width: int, height: int) -> tuple[Axis, Axis]:

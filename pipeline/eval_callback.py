@@ -37,11 +37,12 @@ class GeometryEvalCallback(TrainerCallback):
     @classmethod
     def for_dataset(cls, processor: Any, dataset: str | Path, records: list[FrameRecord], tasks: list[str],
                     convention: str, *, seed: int = 0, label_set: list[str] | None = None, samples: int = 16,
-                    every_n_steps: int = 0, batch_size: int = 8, image_cap: int | None = None) -> GeometryEvalCallback:
+                    every_n_steps: int = 0, batch_size: int = 8, image_cap: int | None = None,
+                    max_pixels: int | None = None) -> GeometryEvalCallback:
         """The callback over a fixed, seeded spread of `samples` examples of `records` (e.g. the val split)."""
         from .tasks import build_examples, pick_subset
 
-        examples = build_examples(records, tasks, convention, seed=seed, label_set=label_set)
+        examples = build_examples(records, tasks, convention, seed=seed, label_set=label_set, max_pixels=max_pixels)
         return cls(processor, pick_subset(examples, samples), convention, every_n_steps, batch_size,
                    image_root=dataset, image_cap=image_cap)
 

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from . import rundir
+from .dataset import open_dataset, split_path
 from .errors import UserError
 from .generation import generate_answers, token_budget
-from .records import DATASET_META_FILE, RECORDS_FILE, FrameRecord, read_records
+from .records import FrameRecord
 from .tasks import Example, pick_subset
-
-SAFE_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,63}")
 
 
 @dataclass
@@ -42,6 +41,7 @@ class Target:
     seed: int | None = None
     labels: list[str] | None = None
     image_cap: int | None = None
+    max_pixels: int | None = None  # the Qwen image cap (None: registry.QWEN_MAX_PIXELS)
     quantization: str | None = None
     dataset: str | None = None
     run_dir: str | None = None
@@ -77,34 +77,20 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _records(path: Path) -> list[FrameRecord]:
-    try:
-        return read_records(path)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"unreadable records ({type(exc).__name__}: {exc})", path) from None
-
-
 Split = tuple[list[FrameRecord], list[FrameRecord], dict[str, Any], str | None]
 
 
 def load_split(dataset: str | Path, split: str) -> Split:
     """(records of the split, training records, dataset.json, note); a dataset without splits/ uses every record."""
-    root = Path(dataset).expanduser().resolve()
-    if not (root / RECORDS_FILE).is_file():
-        raise UserError(f"not a converted dataset (no {RECORDS_FILE})", root)
-    if not SAFE_NAME.fullmatch(split):
-        raise UserError(f"split name {split!r} must be a plain name like test, val or train")
-    meta = _read_json(root / DATASET_META_FILE)
-    splits = root / "splits"
-    if not (splits.is_dir() and any(splits.glob("*.jsonl"))):
-        everything = _records(root / RECORDS_FILE)
-        return everything, everything, meta, "the dataset has no splits/: every record was evaluated (and the " \
-                                             "mean-box baseline was computed on the same records)"
-    if not (splits / f"{split}.jsonl").is_file():
-        have = ", ".join(sorted(p.stem for p in splits.glob("*.jsonl")))
-        raise UserError(f"no {split} split (splits/{split}.jsonl); the dataset has: {have}", root)
-    train = _records(splits / "train.jsonl") if (splits / "train.jsonl").is_file() else []
-    return _records(splits / f"{split}.jsonl"), train, meta, None
+    opened = open_dataset(dataset)
+    split_path(opened.root, split)  # a plain split name, before anything is read
+    names = opened.split_names()
+    if not names:
+        everything = opened.records()
+        return everything, everything, opened.meta, "the dataset has no splits/: every record was evaluated (and " \
+                                                    "the mean-box baseline was computed on the same records)"
+    train = opened.split("train") if "train" in names else []
+    return opened.split(split), train, opened.meta, None
 
 
 def build_eval_examples(records: list[FrameRecord], target: Target, meta: dict[str, Any]) -> list[Example]:
@@ -114,7 +100,8 @@ def build_eval_examples(records: list[FrameRecord], target: Target, meta: dict[s
     tasks = target.tasks or meta.get("tasks") or ["grounding"]
     seed = target.seed if target.seed is not None else int(meta.get("seed") or 0)
     labels = target.labels or label_set(meta)
-    return build_examples(records, list(tasks), target.convention or "json", seed=seed, label_set=labels)
+    return build_examples(records, list(tasks), target.convention or "json", seed=seed, label_set=labels,
+                          max_pixels=target.max_pixels)
 
 
 # -- what to evaluate ----------------------------------------------------------------------------------------------
@@ -172,7 +159,8 @@ def run_target(run_dir: str | Path, checkpoint: str | int = "best") -> Target:
         name=f"{run.name}/{folder.name}", convention=info.get("convention") or get_spec(cfg.model.name).convention,
         tasks=info.get("tasks") or cfg.data.tasks, seed=info.get("seed"),
         labels=sorted(labels) if isinstance(labels, dict | list) and labels else None,
-        image_cap=cfg.data.max_image_size, quantization="4bit" if cfg.training.method == "qlora" else None,
+        image_cap=cfg.data.max_image_size, max_pixels=cfg.data.max_pixels or info.get("max_pixels"),
+        quantization="4bit" if cfg.training.method == "qlora" else None,
         dataset=info.get("dataset") or cfg.data.path or None, run_dir=str(run), checkpoint=folder.name, step=step,
         notes=[note] if note else [])
 
@@ -199,7 +187,7 @@ def model_target(model: str, adapter: str | Path | None = None, base: str | None
                   base=base or (model if adapter else None), name=name, convention=convention,
                   tasks=info.get("tasks"), seed=info.get("seed"),
                   labels=sorted(labels) if isinstance(labels, dict | list) and labels else None,
-                  image_cap=info.get("max_image_size"))
+                  image_cap=info.get("max_image_size"), max_pixels=info.get("max_pixels"))
 
 
 # -- running ------------------------------------------------------------------------------------------------------
@@ -207,7 +195,7 @@ def _load(target: Target) -> tuple[Any, Any]:
     from .models import apply_image_cap, load_model, load_processor
 
     processor = load_processor(target.processor or target.model)
-    apply_image_cap(processor, target.image_cap)
+    apply_image_cap(processor, target.image_cap, target.max_pixels)
     return processor, load_model(target.model, adapter=target.adapter, quantization=target.quantization)
 
 

@@ -33,7 +33,7 @@ PROCESSOR_PATTERNS = ("processor_config.json", "preprocessor_config.json", "vide
                       "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                       "vocab.json", "merges.txt", "*.model", "chat_template.json", "*.jinja")
 STUDIO_KEYS = ("tool_version", "model", "base_model", "family", "convention", "method", "tasks", "prompt_templates",
-               "label_map", "seed", "dataset_fingerprint", "max_length", "max_image_size")
+               "label_map", "seed", "dataset_fingerprint", "max_length", "max_image_size", "max_pixels")
 
 
 @dataclass
@@ -142,7 +142,7 @@ def _write_processor(info: RunInfo, source: Path, dst: Path) -> None:
         from .models import apply_image_cap, load_processor
 
         processor = load_processor(info.spec.key)
-        apply_image_cap(processor, info.config.data.max_image_size)
+        apply_image_cap(processor, info.config.data.max_image_size, info.config.data.max_pixels)
         processor.save_pretrained(str(dst))
 
 
@@ -172,6 +172,7 @@ def _studio_json(info: RunInfo, mode: str, label: str, step: int | None, dtype: 
                   convention=studio.get("convention", info.spec.convention), tiny=info.spec.tiny,
                   checkpoint=label, step=step, dtype=dtype)
     studio.setdefault("max_image_size", info.config.data.max_image_size)
+    studio.setdefault("max_pixels", info.config.data.max_pixels)
     return studio
 
 
@@ -213,7 +214,7 @@ def _write_merged(info: RunInfo, source: Path, dst: Path, dtype: str, device: st
 def parity_samples(info: RunInfo, count: int) -> tuple[list[dict[str, Any]], str | None]:
     """Up to `count` validation examples (one per frame) as {"id", "image": PIL, "prompt"}; or a skip reason."""
     from .collate import load_image
-    from .records import read_records
+    from .dataset import open_dataset
     from .tasks import build_examples
 
     dataset = info.dataset
@@ -221,12 +222,13 @@ def parity_samples(info: RunInfo, count: int) -> tuple[list[dict[str, Any]], str
         return [], "disabled (--parity-samples 0)"
     if dataset is None:
         return [], "the training dataset folder is not available on this machine"
-    split = next((dataset / "splits" / f"{name}.jsonl" for name in ("val", "test", "train")
-                  if (dataset / "splits" / f"{name}.jsonl").is_file()), dataset / "records.jsonl")
-    records = [r for r in read_records(split) if r.objects][:count]
+    opened = open_dataset(dataset)
+    name = next((name for name in ("val", "test", "train") if name in opened.split_names()), None)
+    records = [r for r in (opened.split(name) if name else opened.records()) if r.objects][:count]
     labels = info.studio.get("label_map")
     examples = build_examples(records, list(info.studio.get("tasks") or ["grounding"]), info.spec.convention,
-                              seed=int(info.studio.get("seed", 0)), label_set=sorted(labels) if labels else None)
+                              seed=int(info.studio.get("seed", 0)), label_set=sorted(labels) if labels else None,
+                              max_pixels=info.config.data.max_pixels)
     rows, seen, cap = [], set(), info.config.data.max_image_size
     for example in examples:
         if example.record_id in seen:

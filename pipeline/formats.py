@@ -154,14 +154,15 @@ def _normalise_splits(splits: dict[str, list[FrameRecord]]) -> dict[str, list[Fr
 
 
 def write_training_formats(dataset_dir: str | Path, splits: dict[str, list[FrameRecord]], *, convention: str,
-                           tasks: list[str], seed: int = 0) -> dict[str, list[Path]]:
-    """Write LLaVA, sharegpt (+ dataset_info.json), messages JSONL and hf/ for {"all": records} or train/val/test."""
+                           tasks: list[str], seed: int = 0, max_pixels: int | None = None) -> dict[str, list[Path]]:
+    """Write LLaVA, sharegpt (+ dataset_info.json), messages JSONL and hf/ for {"all": records} or train/val/test;
+    `max_pixels` is the Qwen image cap the answers of pixel-grid conventions are written for (dataset.json's)."""
     dataset_dir = Path(dataset_dir)
     splits = _normalise_splits(splits)
     every = [record for records in splits.values() for record in records]
     _check_images(dataset_dir, every)
     label_set = sorted({label for record in every for label in record.labels})
-    examples = {name: build_examples(records, tasks, convention, seed=seed, label_set=label_set)
+    examples = {name: build_examples(records, tasks, convention, seed=seed, label_set=label_set, max_pixels=max_pixels)
                 for name, records in splits.items()}
 
     layout = {"all": ("llava.json", "sharegpt.json", "messages.jsonl")}

@@ -107,7 +107,9 @@ def predict(loaded: LoadedExport, image: Any, prompt: str, max_new_tokens: int =
     answer = generate(loaded.model, loaded.processor, [{"image": shown, "prompt": prompt}], max_new_tokens)[0][0]
     sx, sy = picture.width / shown.width, picture.height / shown.height
     try:
-        parsed = get_convention(loaded.studio["convention"]).parse_boxes(answer, shown.width, shown.height)
+        options = {"max_pixels": loaded.studio["max_pixels"]} if loaded.studio.get("max_pixels") and \
+            loaded.studio["convention"] == "qwen2_5_vl" else {}
+        parsed = get_convention(loaded.studio["convention"], **options).parse_boxes(answer, shown.width, shown.height)
         error = None
     except ParseError as exc:
         parsed, error = [], str(exc)

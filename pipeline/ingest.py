@@ -14,8 +14,10 @@ from typing import Any
 
 from . import __version__
 from .atomic import atomic_output_dir
+from .dataset import records_path, write_meta
 from .errors import UserError
-from .records import DATASET_META_FILE, RECORDS_FILE, FrameRecord, read_records
+from .records import FrameRecord, read_records
+from .registry import QWEN_MAX_PIXELS
 from .sources import DetectResult, IssueLog, ReadOptions, Source, SourceFrame, detect_format, open_source
 from .sources.labels import load_labels
 
@@ -145,7 +147,7 @@ class _Writer:
         plans = [(n, src, vid, select_frames(idx, every, max_frames))
                  for n, src in enumerate(sources) for vid, idx in src.plan().items()]
         total = sum(len(chosen) for *_, chosen in plans)
-        with open(self.out / RECORDS_FILE, "w", encoding="utf-8") as handle, \
+        with open(records_path(self.out), "w", encoding="utf-8") as handle, \
                 tqdm(total=total, disable=not self.progress, file=sys.stderr, unit="frame", desc="convert",
                      leave=False) as bar:
             for n, src, vid, chosen in plans:
@@ -220,9 +222,9 @@ class _Writer:
         warnings = list(self.log.warnings)
         meta = {"tool_version": __version__, "sources": [src.info() for src in sources], "frames": self.frames,
                 "objects": self.objects, "labels": dict(sorted(self.labels.items())), "family": family,
-                "convention": convention, "tasks": tasks, "seed": seed, "videos": list(self.videos.values()),
-                "warnings": warnings, "issues": self.log.issues}
-        (self.out / DATASET_META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+                "convention": convention, "tasks": tasks, "seed": seed, "max_pixels": QWEN_MAX_PIXELS,
+                "videos": list(self.videos.values()), "warnings": warnings, "issues": self.log.issues}
+        write_meta(self.out, meta)
         files = sorted(p.name + ("/" if p.is_dir() else "") for p in self.out.iterdir())
         return ConvertSummary(out=out, frames=self.frames, objects=self.objects, labels=dict(self.labels),
                               videos=list(self.videos), files=files, issues=len(self.log.issues), warnings=warnings)
@@ -230,9 +232,10 @@ class _Writer:
     def _training_formats(self, convention: str, tasks: list[str], seed: int) -> None:
         from .formats import write_training_formats
 
-        records: list[FrameRecord] = read_records(self.out / RECORDS_FILE)
+        records: list[FrameRecord] = read_records(records_path(self.out))
         with _datasets_bars(self.progress):
-            write_training_formats(self.out, {"all": records}, convention=convention, tasks=tasks, seed=seed)
+            write_training_formats(self.out, {"all": records}, convention=convention, tasks=tasks, seed=seed,
+                                   max_pixels=QWEN_MAX_PIXELS)
 
 
 @contextmanager

@@ -1,17 +1,15 @@
 """Training memory estimator: a per-part breakdown (weights, adapters, gradients, optimizer, activations, logits,
-vision tower, CUDA context, fragmentation) from registry sizes, and a fits / tight / won't fit verdict.
+vision tower, CUDA context, fragmentation) from a registry ModelSpec and the run's shape, and a fits / tight / won't
+fit verdict. Pure arithmetic: `pipeline.plan` turns a config on this machine into these arguments.
 
 The figures are rules of thumb for one rank with AdamW; bench/gpu_check.sh measures them against a real GPU.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .config import TrainConfig
-    from .hardware import Hardware
+from typing import Any
 
 GIB = 2**30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -67,11 +65,22 @@ def fits(estimate: MemoryEstimate | int, gpu_bytes: int) -> str:
 
 
 def image_tokens(spec: Any, max_side: int | None = None) -> int:
-    """Image tokens for one square image whose longest side is capped at `max_side` (the processor capped too)."""
+    """Image tokens for one square image whose longest side is capped at `max_side` (the processor capped too).
+
+    Uncapped, the largest image the processor makes: Idefics3's full tile grid, a Qwen image at its pixel budget
+    (`registry.with_image_cap` sets that budget to the Qwen image cap), else the model's native size.
+    """
     from dataclasses import replace
 
     tiled = spec.token_rule == "tiles" and spec.token_args.get("split")
-    side = max_side or (spec.token_args["longest_edge"] if tiled else spec.image_size)
+    if max_side:
+        side = max_side
+    elif tiled:
+        side = spec.token_args["longest_edge"]
+    elif spec.token_rule == "smart_resize":
+        side = math.isqrt(spec.token_args["max_pixels"])
+    else:
+        side = spec.image_size
     if tiled:
         tile = spec.token_args["tile"]
         longest = min(spec.token_args["longest_edge"], -(-side // tile) * tile)
@@ -139,7 +148,7 @@ def adapts_vision(spec: Any, method: str, targets: list[str] | str | None) -> bo
     return bool(names & VISION_LINEAR.get(spec.family, SIGLIP_LINEAR))
 
 
-def _vision(spec: Any, images: int, image_size: int, act_bytes: int, ckpt: bool, trained: bool) -> int:
+def _vision(spec: Any, images: int, image_size: int | None, act_bytes: int, ckpt: bool, trained: bool) -> int:
     if not spec.vision_params:
         return 0
     width, depth = _vision_shape(spec.vision_params)
@@ -150,19 +159,13 @@ def _vision(spec: Any, images: int, image_size: int, act_bytes: int, ckpt: bool,
     return depth * patches * width * act_bytes + per_layer if ckpt else depth * per_layer
 
 
-def estimate_memory(cfg_or_spec: TrainConfig | Any, *, method: str = "lora", batch_size: int = 1,
+def estimate_memory(spec: Any, *, method: str = "lora", batch_size: int = 1,
                     seq_len: int = 512, image_size: int | None = None, gradient_checkpointing: bool = False,
                     precision: str = "bf16", weight_dtype: str | None = None, lora_r: int = 16,
                     lora_targets: list[str] | str | None = None, modules_to_save: list[str] | None = None,
-                    lora_dropout: float = 0.05, device: str = "cuda", tied_embeddings: bool = False,
-                    hardware: Hardware | None = None) -> MemoryEstimate:
-    """Peak training memory of one rank, from a TrainConfig or a ModelSpec plus the run's shape."""
-    from .config import TrainConfig
-
-    if isinstance(cfg_or_spec, TrainConfig):
-        return _estimate_from_config(cfg_or_spec, hardware)
-    spec = cfg_or_spec
-    image_size = image_size or spec.image_size
+                    lora_dropout: float = 0.05, device: str = "cuda", tied_embeddings: bool = False) -> MemoryEstimate:
+    """Peak training memory of one rank from a ModelSpec plus the run's shape (`image_size`: the longest image
+    side, None: the largest image the processor makes, see `image_tokens`)."""
     act_bytes = 4 if precision == "fp32" else 2
     weight_dtype = weight_dtype or ("float32" if method == "full" or precision == "fp32" else "bfloat16")
     weight_bytes = DTYPE_BYTES[weight_dtype]
@@ -185,21 +188,3 @@ def estimate_memory(cfg_or_spec: TrainConfig | Any, *, method: str = "lora", bat
         parts["fragmentation"] = int(FRAGMENTATION * sum(parts.values()))
         parts["cuda_context"] = CUDA_CONTEXT
     return MemoryEstimate(parts, device)
-
-
-def _estimate_from_config(cfg: TrainConfig, hardware: Hardware | None) -> MemoryEstimate:
-    from .config import planning_hardware, resolve_device, resolve_precision, resolve_weight_dtype
-    from .hardware import detect_hardware
-    from .registry import get_spec
-
-    spec = get_spec(cfg.model.name)
-    hw = planning_hardware(cfg, hardware or detect_hardware())
-    modules = spec.modules_to_save if cfg.lora.modules_to_save == "registry" else (cfg.lora.modules_to_save or [])
-    estimate = estimate_memory(
-        spec, method=cfg.training.method, batch_size=cfg.training.batch_size, seq_len=cfg.data.max_length,
-        image_size=cfg.data.max_image_size or spec.image_size,
-        gradient_checkpointing=cfg.training.gradient_checkpointing,
-        precision=resolve_precision(cfg, hw), weight_dtype=resolve_weight_dtype(cfg, hw), lora_r=cfg.lora.r,
-        lora_targets=cfg.lora.target_modules, modules_to_save=list(modules), lora_dropout=cfg.lora.dropout,
-        device=resolve_device(cfg, hw))
-    return estimate

@@ -80,16 +80,18 @@ def _num(value: Any) -> bool:
 
 def dataset_summary(dataset: Path | None) -> dict[str, Any] | None:
     """Frames, objects per label, sources (format + fingerprint only) and the split from a dataset folder."""
-    if dataset is None or not (dataset / "dataset.json").is_file():
+    from .dataset import meta_path, split_config_path
+
+    if dataset is None or not meta_path(dataset).is_file():
         return None
-    meta = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
+    meta = json.loads(meta_path(dataset).read_text(encoding="utf-8"))
     sources = [{"format": s.get("format", "?"), "fingerprint": s.get("fingerprint") or "-",
                 "fps": s.get("fps_video") or s.get("fps_claimed") or "-", "overlay_frames": s.get("overlay_frames", 0)}
                for s in meta.get("sources", []) if isinstance(s, dict)]
     labels = meta.get("labels") or {}
     summary = {"frames": meta.get("frames", "?"), "objects": meta.get("objects", "?"), "sources": sources,
                "labels": sorted(labels.items()) if isinstance(labels, dict) else [(lab, "?") for lab in labels]}
-    summary["split"] = _split_summary(dataset / "split.yaml")
+    summary["split"] = _split_summary(split_config_path(dataset))
     return summary
 
 
@@ -175,6 +177,10 @@ def hyperparameters(info: Any) -> list[tuple[str, Any]]:
             ("weight decay", t.weight_decay), ("max grad norm", t.max_grad_norm), ("precision", t.precision),
             ("max length", c.data.max_length), ("max image size", c.data.max_image_size or "model default"),
             ("gradient checkpointing", t.gradient_checkpointing), ("seed", t.seed)]
+    if info.spec.token_rule == "smart_resize":  # Qwen families: the grid the images (and pixel answers) are on
+        from .registry import QWEN_MAX_PIXELS
+
+        rows.append(("Qwen image cap (processor max_pixels)", c.data.max_pixels or QWEN_MAX_PIXELS))
     if t.method != "full":
         targets = lora.target_modules or info.spec.lora_targets
         rows[1:1] = [("LoRA r / alpha / dropout", f"{lora.r} / {lora.alpha:g} / {lora.dropout:g}"),

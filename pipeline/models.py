@@ -99,6 +99,35 @@ def load_processor(model: str) -> Any:
         raise UserError(f"cannot load the processor (offline or not downloaded?): {exc}", path) from exc
 
 
+def _has_edge(size: Any) -> bool:
+    """A size mapping (a dict, or transformers 5's SizeDict) that holds a longest_edge."""
+    try:
+        return size is not None and "longest_edge" in size and size["longest_edge"] is not None
+    except TypeError:
+        return False
+
+
+def apply_image_cap(processor: Any, cap: int | None = None, max_pixels: int | None = None) -> None:
+    """Make the processor respect the run's image limits: a Qwen-family processor resizes to at most `max_pixels`
+    (the Qwen image cap, None: registry.QWEN_MAX_PIXELS; only ever lowered), and `cap` (data.max_image_size, the
+    longest side) limits Idefics3/SmolVLM's tile grid (the frames themselves are downscaled when read)."""
+    from .registry import QWEN_MAX_PIXELS
+
+    image_processor: Any = getattr(processor, "image_processor", None)
+    size: Any = getattr(image_processor, "size", None)
+    if hasattr(image_processor, "merge_size"):  # Qwen2/2.5/3-VL: size["longest_edge"] is a pixel budget
+        budget = max_pixels or QWEN_MAX_PIXELS
+        if _has_edge(size):
+            size["longest_edge"] = min(size["longest_edge"], budget)
+        if getattr(image_processor, "max_pixels", None):
+            image_processor.max_pixels = min(image_processor.max_pixels, budget)
+        return
+    tiles: Any = getattr(image_processor, "max_image_size", None)
+    if cap and _has_edge(size) and _has_edge(tiles):  # Idefics3 / SmolVLM tiles
+        tile = tiles["longest_edge"]
+        size["longest_edge"] = min(size["longest_edge"], -(-cap // tile) * tile)
+
+
 def _quantization_config(quantization: str | None, compute_dtype: Any) -> Any:
     if quantization is None:
         return None
@@ -171,23 +200,6 @@ def _attach_adapter(net: Any, adapter: str) -> Any:
     if not (folder / "adapter_config.json").is_file():
         raise UserError("not a LoRA adapter folder (no adapter_config.json)", folder)
     return PeftModel.from_pretrained(net, str(folder))
-
-
-def apply_image_cap(processor: Any, cap: int | None) -> None:
-    """Make the processor itself respect the image cap (Idefics3 upscales to its grid, Qwen2-VL to max_pixels)."""
-    if not cap:
-        return
-    image_processor: Any = getattr(processor, "image_processor", None)
-    size = getattr(image_processor, "size", None)
-    if not isinstance(size, dict) or "longest_edge" not in size:
-        return
-    if hasattr(image_processor, "merge_size"):  # Qwen2-VL family: longest_edge is a pixel budget
-        size["longest_edge"] = min(size["longest_edge"], cap * cap)
-        if getattr(image_processor, "max_pixels", None):
-            image_processor.max_pixels = min(image_processor.max_pixels, cap * cap)
-    elif isinstance(getattr(image_processor, "max_image_size", None), dict):  # Idefics3 / SmolVLM tiles
-        tile = image_processor.max_image_size.get("longest_edge", cap)
-        size["longest_edge"] = min(size["longest_edge"], -(-cap // tile) * tile)
 
 
 def model_info(model: Any) -> dict[str, Any]:

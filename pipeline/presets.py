@@ -89,10 +89,10 @@ def describe_preset(name: str) -> str:
 def fit_image_tokens(cfg: TrainConfig) -> TrainConfig:
     """Raise data.max_length so one image's tokens leave TEXT_ROOM tokens for text (rounded up to 64)."""
     from .memory import image_tokens
-    from .registry import get_spec
+    from .registry import get_spec, with_image_cap
 
     try:
-        spec = get_spec(cfg.model.name)
+        spec = with_image_cap(get_spec(cfg.model.name), cfg.data.max_pixels)
     except UserError:
         return cfg  # validate_config reports the unknown model
     need = image_tokens(spec, cfg.data.max_image_size) + TEXT_ROOM

@@ -19,6 +19,7 @@ from typing import Any
 
 from . import __version__
 from .atomic import atomic_output_dir
+from .dataset import RECORDS_FILE, is_dataset
 from .errors import UserError
 from .quality_context import Context, Finding, duplicate_groups, load_dataset
 
@@ -44,20 +45,14 @@ class Report:
         return {"summary": self.summary, "findings": [f.to_dict() for f in self.findings], "stats": self.stats}
 
 
-def is_dataset(path: str | Path) -> bool:
-    """True for a converted dataset folder (dataset.json + records.jsonl)."""
-    path = Path(path)
-    return (path / "dataset.json").is_file() and (path / "records.jsonl").is_file()
-
-
 def run_rules(dataset_dir: str | Path, config: dict[str, Any] | str | Path | None = None) -> Report:
     """Run every enabled rule on a converted dataset; a failing rule becomes a finding, never an exception."""
     from .quality_rules import RULES, load_config
 
     cfg = load_config(config)
     ctx = load_dataset(dataset_dir)
-    findings = [Finding("invalid_record", cfg["invalid_record"]["severity"], f"records.jsonl line {n}: {why}",
-                        [f"records.jsonl:{n}"], "Fix or delete the line (or reconvert the export).")
+    findings = [Finding("invalid_record", cfg["invalid_record"]["severity"], f"{RECORDS_FILE} line {n}: {why}",
+                        [f"{RECORDS_FILE}:{n}"], "Fix or delete the line (or reconvert the export).")
                 for n, why in ctx.bad_lines] if cfg["invalid_record"]["severity"] != "off" else []
     for rule_id, rule_fn in RULES.items():
         if cfg[rule_id]["severity"] == "off":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -18,11 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
+from .dataset import open_dataset
 from .masks import decode_rle, rle_bbox, rle_iou
-from .records import DATASET_META_FILE, RECORDS_FILE, FrameRecord, ObjectAnn
-
-_FIELDS = {"id": str, "video_id": str, "frame_index": int, "image": str, "width": int, "height": int}
+from .records import FrameRecord, ObjectAnn, parse_record  # noqa: F401  (parse_record: the rules' callers)
 
 
 @dataclass
@@ -73,57 +70,11 @@ class Pair:
     area_ratio: float
 
 
-def parse_record(data: Any) -> FrameRecord:
-    """A FrameRecord from one decoded JSON line; ValueError naming the first problem."""
-    if not isinstance(data, dict):
-        raise ValueError("line is not a JSON object")
-    for key, kind in _FIELDS.items():
-        value = data.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ValueError(f"field {key!r} is missing or not a {kind.__name__}")
-    if data["width"] <= 0 or data["height"] <= 0:
-        raise ValueError(f"size {data['width']}x{data['height']} is not positive")
-    objects = data.get("objects") or []
-    if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
-        raise ValueError("'objects' is not a list of objects")
-    anns = []
-    for obj in objects:
-        if not isinstance(obj.get("object_id"), int):
-            raise ValueError(f"object_id {obj.get('object_id')!r} is not an integer")
-        anns.append(ObjectAnn(object_id=obj["object_id"], label=str(obj.get("label") or ""), bbox=obj.get("bbox"),
-                              area=obj.get("area") or 0, rle=obj.get("rle")))
-    return FrameRecord(**{key: data[key] for key in _FIELDS}, source=str(data.get("source") or ""), objects=anns)
-
-
 def load_dataset(dataset_dir: str | Path) -> Context:
-    """Read dataset.json and records.jsonl; UserError when the folder is not a converted dataset."""
-    root = Path(dataset_dir).expanduser().resolve()
-    meta_path, records_path = root / DATASET_META_FILE, root / RECORDS_FILE
-    if not meta_path.is_file() or not records_path.is_file():
-        raise UserError("not a converted dataset (needs dataset.json and records.jsonl)", root)
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot be read as JSON ({exc.__class__.__name__})", meta_path) from None
-    if not isinstance(meta, dict):
-        raise UserError("is not a JSON object", meta_path)
-    records: list[FrameRecord] = []
-    bad: list[tuple[int, str]] = []
-    seen: dict[str, int] = {}
-    with open(records_path, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = parse_record(json.loads(line))
-            except ValueError as exc:
-                bad.append((number, str(exc)))
-                continue
-            if record.id in seen:
-                bad.append((number, f"id {record.id!r} repeats line {seen[record.id]}"))
-            seen.setdefault(record.id, number)
-            records.append(record)
-    return Context(root, records, meta, bad)
+    """Open a dataset (UserError when the folder is not one); unreadable record lines are kept for the report."""
+    dataset = open_dataset(dataset_dir)
+    records, bad = dataset.scan()
+    return Context(dataset.root, records, dataset.meta, bad)
 
 
 class Context:

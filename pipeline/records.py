@@ -8,8 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-RECORDS_FILE = "records.jsonl"
-DATASET_META_FILE = "dataset.json"
+_FIELDS = {"id": str, "video_id": str, "frame_index": int, "image": str, "width": int, "height": int}
 
 
 @dataclass
@@ -69,8 +68,27 @@ def iter_records(path: str | Path) -> Iterator[FrameRecord]:
 
 
 def read_records(path: str | Path) -> list[FrameRecord]:
-    """Read every record of a JSON-lines file (or of a dataset folder's records.jsonl)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / RECORDS_FILE
-    return list(iter_records(path))
+    """Read every record of a JSON-lines file (a dataset folder: `pipeline.dataset.open_dataset(...).records()`)."""
+    return list(iter_records(Path(path)))
+
+
+def parse_record(data: Any) -> FrameRecord:
+    """A FrameRecord from one decoded JSON line; ValueError naming the first problem."""
+    if not isinstance(data, dict):
+        raise ValueError("line is not a JSON object")
+    for key, kind in _FIELDS.items():
+        value = data.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"field {key!r} is missing or not a {kind.__name__}")
+    if data["width"] <= 0 or data["height"] <= 0:
+        raise ValueError(f"size {data['width']}x{data['height']} is not positive")
+    objects = data.get("objects") or []
+    if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
+        raise ValueError("'objects' is not a list of objects")
+    anns = []
+    for obj in objects:
+        if not isinstance(obj.get("object_id"), int):
+            raise ValueError(f"object_id {obj.get('object_id')!r} is not an integer")
+        anns.append(ObjectAnn(object_id=obj["object_id"], label=str(obj.get("label") or ""), bbox=obj.get("bbox"),
+                              area=obj.get("area") or 0, rle=obj.get("rle")))
+    return FrameRecord(**{key: data[key] for key in _FIELDS}, source=str(data.get("source") or ""), objects=anns)

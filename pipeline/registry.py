@@ -19,6 +19,13 @@ CONVENTIONS = ("json", "llava", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "paligemma
 TOKEN_RULES = ("fixed", "tiles", "smart_resize", "anyres", "slices")
 ALLOWLIST_ENV = "STUDIO_REMOTE_CODE_ALLOWLIST"
 LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# The Qwen image cap: the one pixel budget of every Qwen-family image (1280 tokens of 28x28 px). Conversion writes
+# Qwen2.5-VL's absolute-pixel answers on the smart_resize grid of this budget and records it in dataset.json; the
+# plan copies it to data.max_pixels (RUN/config.yaml, the model card); the processor is set to it for training,
+# evaluation, export and inference; the memory estimate counts image tokens with it.
+QWEN_MAX_PIXELS = 28 * 28 * 1280  # 1,003,520: also transformers' own Qwen2VLImageProcessor default
+QWEN_MIN_PIXELS = 56 * 56
+MAX_ASPECT = 200  # transformers' smart_resize refuses longer / shorter sides above this ratio
 
 
 @dataclass(frozen=True)
@@ -69,12 +76,23 @@ class ModelSpec:
         raise ValueError(f"unknown token rule {self.token_rule!r}")
 
 
-def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """Qwen2-VL's resize: sides multiples of `factor`, area within [min_pixels, max_pixels], aspect kept."""
-    h_bar = max(factor, round(height / factor) * factor)
-    w_bar = max(factor, round(width / factor) * factor)
+def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = QWEN_MIN_PIXELS,
+                 max_pixels: int = QWEN_MAX_PIXELS) -> tuple[int, int]:
+    """Qwen2/2.5/3-VL's resize (sides multiples of `factor`, area within [min_pixels, max_pixels], aspect kept).
+
+    The same arithmetic as transformers' `models.qwen2_vl.image_processing_pil_qwen2_vl.smart_resize` (tests compare
+    them on many sizes), kept here so conversion and estimates need no transformers import. Like it, an aspect
+    ratio over 200 is refused.
+    """
+    if height <= 0 or width <= 0:
+        raise UserError(f"image size must be positive, got {width}x{height}")
+    if max(height, width) / min(height, width) > MAX_ASPECT:
+        raise UserError(f"image {width}x{height}: Qwen-VL processors refuse an aspect ratio over {MAX_ASPECT} "
+                        f"(got {max(height, width) / min(height, width):.1f}); crop or pad the frames")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
     if h_bar * w_bar > max_pixels:
-        beta = math.sqrt(height * width / max_pixels)
+        beta = math.sqrt((height * width) / max_pixels)
         h_bar = max(factor, math.floor(height / beta / factor) * factor)
         w_bar = max(factor, math.floor(width / beta / factor) * factor)
     elif h_bar * w_bar < min_pixels:
@@ -82,6 +100,34 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
         h_bar = math.ceil(height * beta / factor) * factor
         w_bar = math.ceil(width * beta / factor) * factor
     return h_bar, w_bar
+
+
+def with_image_cap(spec: ModelSpec, max_pixels: int | None) -> ModelSpec:
+    """The spec as the studio runs it: a Qwen-family processor capped at `max_pixels` (None: QWEN_MAX_PIXELS).
+
+    The cap only lowers the processor's own budget (a tiny model's folder may hold a smaller one).
+    """
+    if spec.token_rule != "smart_resize":
+        return spec
+    cap = min(spec.token_args["max_pixels"], max_pixels or QWEN_MAX_PIXELS)
+    return replace(spec, token_args={**spec.token_args, "max_pixels": cap})
+
+
+def resolve_convention(family: str) -> str:
+    """A convention name, or the convention of a registry model key / Hub id / family ('tiny' -> json)."""
+    name = family.strip()
+    if name in CONVENTIONS:
+        return name
+    if name.lower() == "tiny":
+        return "json"
+    specs = list_specs()
+    for spec in specs:
+        if name in (spec.key, spec.hub_id):
+            return spec.convention
+    for spec in specs:
+        if name.lower() == spec.family.lower():
+            return spec.convention
+    raise UserError(f"unknown --family {family!r}: use a convention ({', '.join(CONVENTIONS)}) or a model key")
 
 
 def _idefics3_tokens(width: int, height: int, longest: int, tile: int, per_tile: int, split: int) -> int:
@@ -156,20 +202,20 @@ SPECS: list[ModelSpec] = [
               gpu_memory_class="12 GB (LoRA), 8 GB (QLoRA)", chat_template_notes="as SmolVLM; 81 tokens per tile"),
     # Qwen2/2.5-VL: 14 px patches merged 2x2 -> one token per 28x28 px after smart_resize.
     ModelSpec("qwen2-vl-2b", "Qwen/Qwen2-VL-2B-Instruct", "qwen2_vl", "qwen2_vl", 2_210_000_000, 675_000_000, 1536,
-              28, 151_936, 448, "smart_resize", _qwen(28, 56 * 56, 28 * 28 * 16384), lora_targets=QWEN_TARGETS,
+              28, 151_936, 448, "smart_resize", _qwen(28, QWEN_MIN_PIXELS, QWEN_MAX_PIXELS), lora_targets=QWEN_TARGETS,
               gpu_memory_class="16 GB (LoRA), 10 GB (QLoRA)",
               chat_template_notes="ChatML, default system prompt; boxes <|box_start|>(x1,y1),(x2,y2)<|box_end|>"),
     ModelSpec("qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct", "qwen2_5_vl", "qwen2_5_vl", 3_750_000_000,
-              670_000_000, 2048, 36, 151_936, 448, "smart_resize", _qwen(28, 56 * 56, 28 * 28 * 16384),
+              670_000_000, 2048, 36, 151_936, 448, "smart_resize", _qwen(28, QWEN_MIN_PIXELS, QWEN_MAX_PIXELS),
               lora_targets=QWEN_TARGETS, license="qwen-research", gpu_memory_class="24 GB (LoRA), 12 GB (QLoRA)",
               chat_template_notes="ChatML; JSON bbox_2d in absolute pixels of the resized image"),
     ModelSpec("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl", "qwen2_5_vl", 8_290_000_000,
-              670_000_000, 3584, 28, 152_064, 448, "smart_resize", _qwen(28, 56 * 56, 28 * 28 * 16384),
+              670_000_000, 3584, 28, 152_064, 448, "smart_resize", _qwen(28, QWEN_MIN_PIXELS, QWEN_MAX_PIXELS),
               lora_targets=QWEN_TARGETS, gpu_memory_class="40 GB (LoRA), 24 GB (QLoRA)",
               chat_template_notes="ChatML; JSON bbox_2d in absolute pixels of the resized image"),
     # Qwen3-VL: 16 px patches merged 2x2 -> one token per 32x32 px.
     ModelSpec("qwen3-vl-2b", "Qwen/Qwen3-VL-2B-Instruct", "qwen3_vl", "qwen3_vl", 2_130_000_000, 405_000_000, 2048,
-              28, 151_936, 512, "smart_resize", _qwen(32, 65_536, 16_777_216), lora_targets=QWEN_TARGETS,
+              28, 151_936, 512, "smart_resize", _qwen(32, 65_536, QWEN_MAX_PIXELS), lora_targets=QWEN_TARGETS,
               gpu_memory_class="16 GB (LoRA), 10 GB (QLoRA)",
               chat_template_notes="ChatML; JSON bbox_2d relative 0-1000"),
     ModelSpec("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", "llava", "llava", 7_060_000_000, 304_000_000, 4096, 32,

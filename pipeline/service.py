@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -45,7 +44,7 @@ DEFAULT_TASKS = ("grounding",)
 FORM_FIELDS = ("training.method", "training.max_steps", "training.epochs", "training.batch_size",
                "training.grad_accum", "training.learning_rate", "training.scheduler", "lora.r", "lora.alpha",
                "data.max_length", "training.save_steps", "training.logging_steps")
-MAX_YAML_BYTES = 64 * 1024
+MAX_YAML_BYTES = 64 * 1024  # what plan.yaml_mapping accepts (plan.MAX_YAML_BYTES; a test keeps them equal)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _LOCK = threading.Lock()  # the backends table
 _HARDWARE_LOCK = threading.Lock()
@@ -65,7 +64,7 @@ def check_name(name: str, what: str = "name") -> str:
 
 def dataset_dir(name: str) -> Path:
     """The folder of a converted dataset in STUDIO_HOME/datasets; UserError when there is none."""
-    from .quality import is_dataset
+    from .dataset import is_dataset
 
     path = home_dir("datasets") / check_name(name, "dataset")
     if not is_dataset(path):
@@ -75,7 +74,9 @@ def dataset_dir(name: str) -> Path:
 
 def list_datasets() -> list[str]:
     """Names of the converted datasets, newest first."""
-    folders = [p for p in home_dir("datasets").iterdir() if (p / "dataset.json").is_file()]
+    from .dataset import is_dataset
+
+    folders = [p for p in home_dir("datasets").iterdir() if is_dataset(p)]
     return [p.name for p in sorted(folders, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
@@ -133,8 +134,8 @@ def convert_inputs(files: Sequence[str | Path] | None, name: str, *, sample: boo
                    family: str = DEFAULT_MODEL, every: int = 1, max_frames: int | None = None,
                    overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
     """Convert uploads (or the sample) into STUDIO_HOME/datasets/<name>; names typed in the editor win."""
-    from .commands.convert import resolve_convention
     from .ingest import convert
+    from .registry import resolve_convention
 
     name = check_name(name, "dataset name")
     out = home_dir("datasets") / name
@@ -211,36 +212,19 @@ def preset_choices() -> list[tuple[str, str]]:
 
 def training_config(dataset: str | None = None, model: str | None = DEFAULT_MODEL, preset: str = DEFAULT_PRESET,
                     text: str = "", max_steps: int | None = None) -> Any:
-    """A TrainConfig from YAML text (else the preset) for `model`; data and output paths are the studio's own."""
-    from .config import config_from_dict, set_field
-    from .presets import get_preset
+    """A TrainConfig from YAML text (else the preset) for `model`; data and output paths are the studio's own.
 
-    if text and text.strip():
-        if len(text.encode("utf-8")) > MAX_YAML_BYTES:
-            raise UserError(f"config YAML is over {MAX_YAML_BYTES // 1024} KiB")
-        cfg = config_from_dict(_yaml_mapping(text), "config YAML")
-        if model:
-            set_field(cfg, "model.name", model)
-    else:
-        cfg = get_preset(preset or DEFAULT_PRESET, model=model or None)
-    cfg.data.path = str(dataset_dir(dataset)) if dataset else ""
+    Built by `pipeline.plan.build_config`, the builder the CLI uses too.
+    """
+    from .plan import build_config
+
+    cfg = build_config(preset=preset or DEFAULT_PRESET, model=model or None, yaml_text=text or None,
+                       data=dataset_dir(dataset) if dataset else None,
+                       overrides={"training.max_steps": int(max_steps) if max_steps else None})
+    if not dataset:
+        cfg.data.path = ""
     cfg.training.output_dir = ""  # runs always go to STUDIO_HOME/runs/<run id>
-    if max_steps:
-        set_field(cfg, "training.max_steps", int(max_steps))
     return cfg
-
-
-def _yaml_mapping(text: str) -> dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise UserError("config YAML is not valid YAML" + (f" (line {mark.line + 1})" if mark else "")) from None
-    if data is not None and not isinstance(data, dict):
-        raise UserError("config YAML must be a mapping with model/data/training/lora/hardware sections")
-    return data or {}
 
 
 def config_yaml(cfg: Any) -> str:
@@ -273,15 +257,19 @@ def apply_form(text: str, values: dict[str, Any], model: str | None = None) -> s
 def estimate_memory(model: str = DEFAULT_MODEL, preset: str = DEFAULT_PRESET, text: str = "",
                     dataset: str | None = None) -> dict[str, Any]:
     """Peak training memory of the config against the detected hardware: fits / tight / won't fit."""
-    from .config import planning_hardware, resolve_device
-    from .memory import estimate_memory as estimate
-    from .memory import fits
+    from .plan import memory_estimate
 
     cfg = training_config(dataset or None, model, preset, text)
+    return _memory_view(cfg, memory_estimate(cfg, hardware()))
+
+
+def _memory_view(cfg: Any, result: Any) -> dict[str, Any]:
+    from .memory import fits
+    from .plan import planning_hardware, resolve_device
+
     hw = hardware()
     planned = planning_hardware(cfg, hw)
     device = resolve_device(cfg, planned)
-    result = estimate(cfg, hardware=hw)
     capacity = planned.gpu_memory if device == "cuda" else hw.ram
     return {"model": cfg.model.name, "method": cfg.training.method, "device": device,
             "total_gib": round(result.total / 2**30, 3), "parts_gib": result.gib(),
@@ -292,35 +280,30 @@ def estimate_memory(model: str = DEFAULT_MODEL, preset: str = DEFAULT_PRESET, te
 def check_training(dataset: str | None, model: str, preset: str, text: str, max_steps: int | None = None,
                    ) -> dict[str, Any]:
     """Errors and warnings of a training config (every message names its field) plus the memory estimate."""
-    from .config import validate_config
+    from .plan import check
 
     try:
         cfg = training_config(dataset or None, model, preset, text, max_steps)
     except UserError as exc:
         return {"errors": [str(exc)], "warnings": [], "memory": None}
-    errors, warnings = validate_config(cfg, hardware())
+    plan = check(cfg, hardware())
+    errors = list(plan.errors)
     if not dataset:
         errors.insert(0, "data: pick a converted dataset (Data tab)")
-    memory = None
-    if not any(e.startswith(("model.", "data.max_length")) for e in errors):
-        memory = estimate_memory(model, preset, config_yaml(cfg))
-    return {"errors": errors, "warnings": warnings, "memory": memory}
+    memory = _memory_view(cfg, plan.memory) if plan.memory is not None else None
+    return {"errors": errors, "warnings": plan.warnings, "memory": memory}
 
 
 # -- jobs ------------------------------------------------------------------------------------------------------
 def start_training(dataset: str, model: str = DEFAULT_MODEL, preset: str = DEFAULT_PRESET, text: str = "",
                    max_steps: int | None = None, name: str | None = None) -> dict[str, Any]:
-    """Validate, write RUN/config.yaml and queue a training job; returns at once with the job id."""
-    from .config import save_config
+    """Validate (once), write RUN/config.yaml and queue a training job; returns at once with the job id."""
     from .jobs import prepare_train
-    from .rundir import config_path
 
     if not dataset:
         raise UserError("pick a converted dataset to train on (Data tab)")
     cfg = training_config(dataset, model, preset, text, max_steps)
-    with tempfile.TemporaryDirectory(dir=home_dir("cache")) as tmp:
-        spec = prepare_train(config=save_config(cfg, config_path(tmp)),
-                             name=check_name(name, "run name") if name else None)
+    spec = prepare_train(train_config=cfg, name=check_name(name, "run name") if name else None)
     job = backend().submit(spec)
     return {"job_id": job.id, "run_id": job.run_id, "status": job.status, "position": job.position,
             "model": cfg.model.name, "max_steps": cfg.training.max_steps}

@@ -23,15 +23,15 @@ from typing import Any
 
 from . import __version__
 from .atomic import atomic_write_text
+from .dataset import open_dataset, records_path, split_config_path, split_path
 from .errors import UserError
-from .quality_context import duplicate_groups, image_infos, parse_record
-from .records import DATASET_META_FILE, RECORDS_FILE, FrameRecord
+from .quality_context import duplicate_groups, image_infos
+from .records import FrameRecord
 
 SPLITS = ("train", "val", "test")
 STRATEGIES = ("random", "stratified", "temporal")
 TOLERANCE = 0.05  # stratified: each label's share per split within 5 percentage points of its overall share
 DEFAULT_DUP_DISTANCE = 4  # perceptual-hash bits, as the duplicate_frames quality rule
-SPLIT_CONFIG = "split.yaml"
 
 
 @dataclass
@@ -132,24 +132,11 @@ def split_dataset(dataset_dir: str | Path, strategy: str = "temporal", ratios: A
 
 
 def _load(root: Path) -> tuple[list[FrameRecord], dict[str, Any]]:
-    meta_path, records_path = root / DATASET_META_FILE, root / RECORDS_FILE
-    if not meta_path.is_file() or not records_path.is_file():
-        raise UserError("not a converted dataset (needs dataset.json and records.jsonl)", root)
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot be read as JSON ({exc.__class__.__name__})", meta_path) from None
-    records = []
-    with open(records_path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    records.append(parse_record(json.loads(line)))
-                except ValueError as exc:
-                    raise UserError(f"line {number}: {exc} (run validate for a full report)", records_path) from None
+    dataset = open_dataset(root)
+    records = dataset.records()
     if not records:
-        raise UserError("the dataset has no records to split", records_path)
-    return records, meta if isinstance(meta, dict) else {}
+        raise UserError("the dataset has no records to split", records_path(root))
+    return records, dataset.meta
 
 
 # ---------------------------------------------------------------- strategies
@@ -389,15 +376,16 @@ def _write(root: Path, records: list[FrameRecord], result: SplitResult, meta: di
 
     by_split = {s: [r for r in records if result.assignment[r.id] == s] for s in SPLITS}
     write_training_formats(root, by_split, convention=meta.get("convention") or "json",
-                           tasks=list(meta.get("tasks") or ["grounding"]), seed=int(meta.get("seed") or 0))
-    folder = root / "splits"
-    folder.mkdir(exist_ok=True)
+                           tasks=list(meta.get("tasks") or ["grounding"]), seed=int(meta.get("seed") or 0),
+                           max_pixels=meta.get("max_pixels"))
     for split, chosen in by_split.items():
         text = "".join(json.dumps(r.to_dict(), separators=(",", ":")) + "\n" for r in chosen)
-        atomic_write_text(folder / f"{split}.jsonl", text)
-        result.paths[split] = str(folder / f"{split}.jsonl")
+        path = split_path(root, split)
+        path.parent.mkdir(exist_ok=True)
+        atomic_write_text(path, text)
+        result.paths[split] = str(path)
     header = (f"# Written by sam2-vlm-studio {__version__}. Reproduce this split exactly with:\n"
-              f"#   python -m pipeline split {root} --config {root / SPLIT_CONFIG}\n")
-    atomic_write_text(root / SPLIT_CONFIG, header + yaml.safe_dump(result.to_config(), sort_keys=False,
+              f"#   python -m pipeline split {root} --config {split_config_path(root)}\n")
+    atomic_write_text(split_config_path(root), header + yaml.safe_dump(result.to_config(), sort_keys=False,
                                                                    allow_unicode=True))
-    result.paths["config"] = str(root / SPLIT_CONFIG)
+    result.paths["config"] = str(split_config_path(root))

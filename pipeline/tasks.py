@@ -145,13 +145,17 @@ _BUILDERS: dict[str, Callable[[_Ctx], Iterable[tuple[str, str, dict[str, Any]]]]
 
 
 def build_examples(records: Iterable[FrameRecord], tasks: list[str], convention: str, seed: int = 0,
-                   label_set: list[str] | None = None, polygon_points: int = POLYGON_POINTS) -> list[Example]:
-    """Instruction-answer pairs for every record and task, answers written in `convention`."""
+                   label_set: list[str] | None = None, polygon_points: int = POLYGON_POINTS,
+                   max_pixels: int | None = None) -> list[Example]:
+    """Instruction-answer pairs for every record and task, answers written in `convention` (a pixel-grid convention
+    such as qwen2_5_vl on the grid of the Qwen image cap `max_pixels`; None: registry.QWEN_MAX_PIXELS)."""
     unknown = [task for task in tasks if task not in TASKS]
     if unknown:
         raise UserError(f"unknown task(s) {', '.join(unknown)} (choose from {', '.join(TASKS)})")
     records = list(records)
     conv = get_convention(convention)
+    if max_pixels and getattr(conv, "max_pixels", max_pixels) != max_pixels:
+        conv = get_convention(convention, max_pixels=max_pixels)
     labels = sorted(set(label_set) if label_set is not None else {lab for rec in records for lab in rec.labels})
     examples: list[Example] = []
     for record in records:

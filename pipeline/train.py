@@ -19,18 +19,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import (
-    TrainConfig,
-    eval_steps,
-    resolve_device,
-    resolve_precision,
-    resolve_weight_dtype,
-    save_config,
-    validate_config,
-)
+from .config import TrainConfig, eval_steps, save_config
+from .dataset import open_dataset
 from .errors import UserError
 from .hardware import Hardware, detect_hardware
-from .records import DATASET_META_FILE, RECORDS_FILE, FrameRecord, read_records
+from .models import apply_image_cap
+from .plan import check, fill_image_cap, memory_estimate, resolve_device, resolve_precision, resolve_weight_dtype
+from .records import FrameRecord
 from .rundir import (
     OUTPUT_TMP,
     checkpoint_step,
@@ -98,39 +93,12 @@ def _first_error(errors: list[str], where: str | None = None) -> UserError:
     return UserError(errors[0] + more, where)
 
 
-def _read_meta(dataset: Path) -> dict[str, Any]:
-    if not (dataset / RECORDS_FILE).is_file():
-        raise UserError(f"not a converted dataset (no {RECORDS_FILE}); run `python -m pipeline convert` first",
-                        dataset)
-    try:
-        meta = json.loads((dataset / DATASET_META_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"not a converted dataset (no {DATASET_META_FILE})", dataset) from None
-    except ValueError:
-        raise UserError(f"{DATASET_META_FILE} is not valid JSON", dataset) from None
-    if not isinstance(meta, dict):
-        raise UserError(f"{DATASET_META_FILE} must hold a JSON object", dataset)
-    return meta
-
-
-def _split_records(dataset: Path) -> tuple[list[FrameRecord], list[FrameRecord]]:
-    """(train, val) records: the saved splits when present, else every record for training."""
-    splits = dataset / "splits"
-    try:
-        if (splits / "train.jsonl").is_file():
-            val = read_records(splits / "val.jsonl") if (splits / "val.jsonl").is_file() else []
-            return read_records(splits / "train.jsonl"), val
-        return read_records(dataset / RECORDS_FILE), []
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"unreadable records ({type(exc).__name__}: {exc})", dataset) from None
-
-
 def _rows(records: list[FrameRecord], dataset: Path, tasks: list[str], spec: Any, meta: dict[str, Any],
-          limit: int | None) -> list[dict[str, Any]]:
+          limit: int | None, max_pixels: int | None = None) -> list[dict[str, Any]]:
     from .tasks import build_examples, label_set
 
     examples = build_examples(records, tasks, spec.convention, seed=int(meta.get("seed", 0)),
-                              label_set=label_set(meta))
+                              label_set=label_set(meta), max_pixels=max_pixels)
     for image in {ex.image for ex in examples}:
         if not (dataset / image).is_file():
             raise UserError(f"image {image} of the dataset is missing", dataset)
@@ -157,7 +125,9 @@ def plan_run(cfg: TrainConfig, resume: bool = False, hardware: Hardware | None =
     """Validate the config, the dataset and the run folder; build the rows. Writes nothing."""
     from .registry import get_spec
 
-    errors, warnings = validate_config(cfg, hardware)
+    fill_image_cap(cfg)  # RUN/config.yaml records the Qwen image cap the processor is set to
+    checked = check(cfg, hardware)
+    errors, warnings = checked.errors, checked.warnings
     if not cfg.data.path:
         errors.insert(0, "data.path: required (a converted dataset folder)")
     if not cfg.training.output_dir:
@@ -167,13 +137,14 @@ def plan_run(cfg: TrainConfig, resume: bool = False, hardware: Hardware | None =
     dataset, run = Path(cfg.data.path).expanduser().resolve(), Path(cfg.training.output_dir).expanduser().resolve()
     if check_folder:
         _check_run_folder(run, resume)
-    spec, meta = get_spec(cfg.model.name), _read_meta(dataset)
+    opened = open_dataset(dataset)
+    spec, meta, cap = get_spec(cfg.model.name), opened.meta, cfg.data.max_pixels
     tasks = cfg.data.tasks or meta.get("tasks") or ["grounding"]
-    train_records, val_records = _split_records(dataset)
-    train_rows = _rows(train_records, dataset, tasks, spec, meta, cfg.data.max_train_samples)
+    train_records, val_records = opened.train_val()
+    train_rows = _rows(train_records, dataset, tasks, spec, meta, cfg.data.max_train_samples, cap)
     if not train_rows:
         raise UserError(f"no training examples for tasks {', '.join(tasks)}", dataset)
-    eval_rows = _rows(val_records, dataset, tasks, spec, meta, cfg.data.max_eval_samples) if val_records else []
+    eval_rows = _rows(val_records, dataset, tasks, spec, meta, cfg.data.max_eval_samples, cap) if val_records else []
     if not eval_rows and eval_steps(cfg):
         warnings.append("data: the dataset has no val split: no evaluation, best checkpoint or early stopping")
     checkpoint, skipped = newest_valid_checkpoint(run) if resume and run.is_dir() else (None, [])
@@ -307,16 +278,9 @@ def training_arguments(cfg: TrainConfig, run: Path, hw: Hardware, has_eval: bool
 # -- run folder -------------------------------------------------------------------------------------------------
 def dataset_fingerprint(dataset: Path) -> str | None:
     """Short sha256 of records.jsonl and the split files (the same value the job store records)."""
-    files = [f for f in [dataset / RECORDS_FILE, *sorted((dataset / "splits").glob("*.jsonl"))] if f.is_file()]
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.name.encode())
-        with open(file, "rb") as handle:
-            for block in iter(functools.partial(handle.read, 1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
+    from .dataset import fingerprint
+
+    return fingerprint(dataset)
 
 
 def studio_info(cfg: TrainConfig, plan: Plan) -> dict[str, Any]:
@@ -332,8 +296,9 @@ def studio_info(cfg: TrainConfig, plan: Plan) -> dict[str, Any]:
         "label_map": labels if isinstance(labels, dict) else {str(lab): None for lab in labels or []},
         "seed": plan.meta.get("seed", 0), "dataset": str(plan.dataset),
         "dataset_fingerprint": dataset_fingerprint(plan.dataset), "max_length": cfg.data.max_length,
-        "max_image_size": cfg.data.max_image_size, "train_examples": len(plan.train_rows),
-        "eval_examples": len(plan.eval_rows), "output": output_name(cfg.training.method),
+        "max_image_size": cfg.data.max_image_size, "max_pixels": cfg.data.max_pixels,
+        "train_examples": len(plan.train_rows), "eval_examples": len(plan.eval_rows),
+        "output": output_name(cfg.training.method),
     }
 
 
@@ -415,7 +380,7 @@ def _geometry_callback(cfg: TrainConfig, plan: Plan, processor: Any) -> Any:
     return GeometryEvalCallback.for_dataset(
         processor, plan.dataset, plan.val_records, plan.tasks, plan.spec.convention,
         seed=int(plan.meta.get("seed", 0)), label_set=label_set(plan.meta), samples=cfg.training.geometry_eval_samples,
-        batch_size=cfg.training.batch_size, image_cap=cfg.data.max_image_size)
+        batch_size=cfg.training.batch_size, image_cap=cfg.data.max_image_size, max_pixels=cfg.data.max_pixels)
 
 
 def _callbacks(cfg: TrainConfig, plan: Plan, writer: Any, world: int, processor: Any) -> dict[str, Any]:
@@ -443,7 +408,6 @@ def _callbacks(cfg: TrainConfig, plan: Plan, writer: Any, world: int, processor:
 
 
 def _begin_event(cfg: TrainConfig, plan: Plan, model: Any, hw: Hardware, world: int, resume: bool) -> dict[str, Any]:
-    from .memory import estimate_memory
     from .models import model_info
 
     info = model_info(model)
@@ -452,7 +416,7 @@ def _begin_event(cfg: TrainConfig, plan: Plan, model: Any, hw: Hardware, world: 
         "method": cfg.training.method, "train_examples": len(plan.train_rows), "eval_examples": len(plan.eval_rows),
         "world_size": world, "params": info["params"], "trainable_params": info["trainable"],
         "quantization": info["quantization"], "hardware": hw.summary(),
-        "memory_estimate_gib": round(estimate_memory(cfg, hardware=hw).total / 2**30, 3),
+        "memory_estimate_gib": round(memory_estimate(cfg, hw).total / 2**30, 3),
         "warnings": plan.warnings}
     if plan.checkpoint is not None:
         event["resumed_from"] = _step_of(plan.checkpoint)
@@ -502,7 +466,7 @@ def _metrics(trainer: Any, output: Any) -> dict[str, Any]:
 def run_training(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     """Train as configured (resuming from the newest complete checkpoint when asked); see docs/TRAINING.md."""
     from .collate import VisionLanguageCollator
-    from .models import apply_image_cap, load_processor
+    from .models import load_processor
 
     rank, world = dist_info()
     main = rank == 0
@@ -511,7 +475,7 @@ def run_training(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     args = training_arguments(config, plan.run, hw, bool(plan.eval_rows))
     with args.main_process_first(desc="load model"):
         processor = load_processor(config.model.name)
-        apply_image_cap(processor, config.data.max_image_size)
+        apply_image_cap(processor, config.data.max_image_size, config.data.max_pixels)
         model = build_model(config, plan.spec, hw, str(args.device))
     with args.main_process_first(desc="run folder"):
         if main:

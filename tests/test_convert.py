@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.dataset import open_dataset
 from pipeline.errors import UserError
 from pipeline.ingest import convert, detect, select_frames
 from pipeline.masks import encode_rle
-from pipeline.records import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def test_several_inputs_make_one_dataset(sample_dir: Path, truth: dict, tmp_path
     out = tmp_path / "ds"
     summary = convert(inputs, out, labels=sample_dir / "labels.json", tasks=["grounding", "counting"],
                       convention="qwen2_vl", max_frames=10)
-    records = read_records(out)
+    records = open_dataset(out).records()
     assert len({r.id for r in records}) == len(records) == summary.frames
     assert summary.videos == [demo[0]["video_id"], sav["video_id"], "coco_frames", "sam2_stream", "sam2_stream-2"]
     assert all(r.id == f"{r.video_id}:{r.frame_index:06d}" for r in records)
@@ -68,11 +68,11 @@ def test_every_and_max_frames(sample_dir: Path, truth: dict, tmp_path: Path) -> 
     assert select_frames([0, 4, 8, 12, 16], every=2, max_frames=2) == [0, 8]
     out = tmp_path / "ds"
     summary = convert([sample_dir / truth["sam2_stream"]["file"]], out, every=5, max_frames=4)
-    assert [r.frame_index for r in read_records(out)] == [0, 5, 10, 15] and summary.frames == 4
+    assert [r.frame_index for r in open_dataset(out).records()] == [0, 5, 10, 15] and summary.frames == 4
     assert sorted(p.name for p in (out / "images" / "sam2_stream").iterdir()) == \
            ["000000.jpg", "000005.jpg", "000010.jpg", "000015.jpg"]
     again = convert([sample_dir / truth["sam2_stream"]["file"]], out, every=5, max_frames=3, overwrite=True)
-    assert again.frames == 3 and len(read_records(out)) == 3
+    assert again.frames == 3 and len(open_dataset(out).records()) == 3
     with pytest.raises(UserError, match="no visible object in any selected frame"):
         convert([sample_dir / truth["sam2_stream"]["file"]], tmp_path / "x", max_frames=1)
     with pytest.raises(UserError, match="--every"):
@@ -110,7 +110,7 @@ def test_detect_for_the_app(sample_dir: Path, truth: dict) -> None:
 
 
 def test_family_resolution() -> None:
-    from pipeline.commands.convert import resolve_convention
+    from pipeline.registry import resolve_convention
 
     assert resolve_convention("qwen2_5_vl") == "qwen2_5_vl"
     assert resolve_convention("qwen2.5-vl-3b") == "qwen2_5_vl"
@@ -131,7 +131,7 @@ def test_cli_success_prints_summary(sample_dir: Path, truth: dict, tmp_path: Pat
     assert result.returncode == 0, result.stderr
     assert "frames from 1 video(s)" in result.stdout and "files: dataset.json" in result.stdout
     assert "convert:" in result.stderr and "Traceback" not in result.stderr
-    records = read_records(tmp_path / "ds")
+    records = open_dataset(tmp_path / "ds").records()
     assert [r.frame_index for r in records] == demo["frame_indices"][::2]
     assert {o.label for r in records for o in r.objects} <= {"ball", "box", "tri", "star"}
     assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["family"] == "tiny-smolvlm"

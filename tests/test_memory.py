@@ -17,6 +17,7 @@ from pipeline.memory import (
     image_tokens,
     lora_param_count,
 )
+from pipeline.plan import memory_estimate
 from pipeline.registry import get_spec
 
 GIB = 2**30
@@ -102,7 +103,7 @@ def test_estimate_from_config_matches_spec_arguments() -> None:
     gpu = Hardware("cuda", [GpuInfo("L4", 24 * GIB, 24 * GIB)], True, "12.4", 8, 64 * GIB)
     direct = estimate_memory(QWEN, method="lora", batch_size=2, seq_len=768, gradient_checkpointing=True,
                              precision="bf16", lora_dropout=cfg.lora.dropout)
-    assert estimate_memory(cfg, hardware=gpu).parts == direct.parts
+    assert memory_estimate(cfg, gpu).parts == direct.parts
 
 
 @pytest.mark.parametrize(("need", "verdict"), [(7 * GIB, "fits"), (7.5 * GIB, "tight"), (8 * GIB, "tight"),

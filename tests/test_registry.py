@@ -13,12 +13,14 @@ from pipeline.registry import (
     CONVENTIONS,
     DEFAULT_MODEL,
     FAMILIES,
+    QWEN_MAX_PIXELS,
     TOKEN_RULES,
     check_allowed,
     get_spec,
     list_specs,
     pinned_revision,
     smart_resize,
+    with_image_cap,
 )
 
 SIZES = [(64, 64), (1280, 720), (720, 1280), (848, 480), (333, 500), (4000, 3000)]
@@ -82,14 +84,85 @@ def test_fixed_token_counts_match_published_numbers():
         get_spec("qwen2-vl-2b").vision_tokens(0, 10)
 
 
+RESIZE_SIZES = sorted({(h, w) for h in (1, 2, 10, 13, 27, 28, 29, 55, 56, 100, 333, 480, 719, 720, 1080, 2160, 5000)
+                       for w in (1, 10, 27, 28, 57, 200, 640, 1000, 1280, 1920, 3840, 9999)
+                       if max(h, w) / min(h, w) <= 200})
+
+
 @pytest.mark.parametrize("factor,min_pixels,max_pixels", [(28, 56 * 56, 28 * 28 * 16384), (16, 1024, 4096),
-                                                           (32, 65_536, 16_777_216)])
+                                                           (32, 65_536, 16_777_216), (28, 56 * 56, QWEN_MAX_PIXELS),
+                                                           (32, 65_536, QWEN_MAX_PIXELS), (14, 1, 100)])
 def test_smart_resize_matches_transformers(factor, min_pixels, max_pixels):
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as reference
 
-    for width, height in SIZES + [(27, 27), (100, 3000), (5000, 5000)]:
+    for height, width in RESIZE_SIZES:
         assert smart_resize(height, width, factor, min_pixels, max_pixels) == reference(
-            height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+            height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels), (height, width)
+
+
+def test_smart_resize_defaults_and_aspect_limit():
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as reference
+
+    assert smart_resize(10, 1000) == reference(10, 1000) == (28, 560)  # the case an older copy got wrong (28x1008)
+    assert QWEN_MAX_PIXELS == 1_003_520 == reference.__defaults__[2]  # transformers' own default budget
+    for height, width in ((10, 2010), (2010, 10), (1, 201)):
+        with pytest.raises(ValueError, match="aspect ratio"):
+            reference(height, width)
+        with pytest.raises(UserError, match="aspect ratio over 200"):
+            smart_resize(height, width)
+    assert smart_resize(1, 200) == reference(1, 200)  # exactly 200 is allowed by both
+
+
+def _qwen_image_processor(family: str, **config):
+    """The image processor class transformers maps a Qwen family to (the PIL one: no torchvision needed)."""
+    import transformers
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+
+    names = IMAGE_PROCESSOR_MAPPING_NAMES[family]
+    name = names["pil"] if isinstance(names, dict) else names[-1]
+    return getattr(transformers, name)(**config)
+
+
+# family -> (the preprocessor_config.json values of its Hub checkpoints, the registry entry, factor)
+HUB_QWEN = {
+    "qwen2_vl": ({"min_pixels": 3136, "max_pixels": 12_845_056, "patch_size": 14, "merge_size": 2}, "qwen2-vl-2b"),
+    "qwen2_5_vl": ({"min_pixels": 3136, "max_pixels": 12_845_056, "patch_size": 14, "merge_size": 2},
+                   "qwen2.5-vl-3b"),
+    "qwen3_vl": ({"size": {"shortest_edge": 65_536, "longest_edge": 16_777_216}, "patch_size": 16, "merge_size": 2},
+                 "qwen3-vl-2b"),
+}
+
+
+@pytest.mark.parametrize("family", list(HUB_QWEN))
+def test_real_qwen_processor_grid_is_the_grid_answers_are_written_on(family):
+    """The studio's cap on the real transformers image processor gives exactly the grid conversion used."""
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.coords import get_convention
+    from pipeline.models import apply_image_cap
+    from pipeline.records import FrameRecord, ObjectAnn
+    from pipeline.tasks import build_examples
+
+    config, key = HUB_QWEN[family]
+    image_processor = _qwen_image_processor(family, **config)
+    processor = SimpleNamespace(image_processor=image_processor)
+    apply_image_cap(processor, None, QWEN_MAX_PIXELS)  # what training, evaluation and export do
+    spec = with_image_cap(get_spec(key), QWEN_MAX_PIXELS)
+    patch, factor = image_processor.patch_size, image_processor.patch_size * image_processor.merge_size
+    assert factor == spec.token_args["factor"]
+    for width, height in [(1920, 1080), (1280, 720), (3840, 2160), (640, 480), (1000, 10), (300, 2000), (64, 64)]:
+        image = Image.fromarray(np.zeros((height, width, 3), dtype=np.uint8))
+        grid = image_processor(images=[image], return_tensors="np")["image_grid_thw"][0]
+        processed = (int(grid[1]) * patch, int(grid[2]) * patch)  # (height, width) the model sees
+        assert processed == smart_resize(height, width, factor, spec.token_args["min_pixels"], QWEN_MAX_PIXELS)
+        assert spec.vision_tokens(width, height) == int(grid[1] * grid[2]) // image_processor.merge_size**2
+        if family == "qwen2_5_vl":  # absolute pixels on the resized grid: conversion must use the same grid
+            assert get_convention(spec.convention).axes(width, height)[0].units == processed[1]
+            record = FrameRecord("f", "s", "v", 0, "i.jpg", width, height,
+                                 [ObjectAnn(1, "cat", [0, 0, width, height], width * height, {})])
+            answer = build_examples([record], ["grounding"], spec.convention)[0].answer
+            assert f"[0, 0, {processed[1]}, {processed[0]}]" in answer, answer
 
 
 def test_smolvlm_tiles_match_idefics3_image_processor():

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.dataset import open_dataset
 from pipeline.errors import UserError
 from pipeline.ingest import convert
 from pipeline.masks import decode_rle, mask_bbox, resize_mask, runs_to_mask
-from pipeline.records import read_records
 from pipeline.sources import IssueLog, ReadOptions, open_source
 
 FORK = "sam2_demo_fork_export"
@@ -83,7 +83,7 @@ def test_demo_frames_are_clean_video_frames_not_overlays(sample_dir: Path, truth
     demo = truth["sam2_demo_zip"][0]
     out = tmp_path / "ds"
     summary = convert([sample_dir / demo["file"]], out, labels=sample_dir / "labels.json", max_frames=6)
-    records = read_records(out)
+    records = open_dataset(out).records()
     assert summary.frames == len(records) == 6
     wanted = {r.frame_index: r for r in records}
     for index, image in iter_video_frames(sample_dir / demo["video"], wanted):
@@ -176,7 +176,7 @@ def test_fixture_job_folder_overlay_frame_mask_is_row_major(fixtures_dir: Path, 
     out = tmp_path / "ds"
     summary = convert([job], out, allow_overlay_frames=True)
     assert (summary.frames, summary.objects, summary.labels) == (1, 1, {"object_0": 1})
-    record = read_records(out)[0]
+    record = open_dataset(out).records()[0]
     assert (record.frame_index, record.width, record.height) == (0, 1280, 720)
     mask = decode_rle(record.objects[0].rle).astype(bool)
     runs = [int(v) for v in annotations["annotations"][0]["objects"][0]["mask_rle"].split()]

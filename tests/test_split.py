@@ -14,6 +14,7 @@ import yaml
 from PIL import Image
 
 from pipeline.cli import main
+from pipeline.dataset import open_dataset
 from pipeline.errors import UserError
 from pipeline.masks import encode_rle
 from pipeline.records import FrameRecord, ObjectAnn, read_records, write_records
@@ -66,7 +67,7 @@ def multilabel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_stratified_keeps_each_label_share_within_5_points(multilabel: Path) -> None:
     result = split_dataset(multilabel, "stratified", (0.7, 0.15, 0.15), seed=1, write=False)
-    records = read_records(multilabel)
+    records = open_dataset(multilabel).records()
     overall = _shares(records, dict.fromkeys(result.assignment, "all"), "all")
     for split in SPLITS:
         shares = _shares(records, result.assignment, split)
@@ -89,7 +90,7 @@ def test_random_is_seeded_and_reproducible(multilabel: Path) -> None:
 def test_temporal_never_puts_a_video_in_two_splits(multilabel: Path) -> None:
     result = split_dataset(multilabel, "temporal", seed=2, write=False)
     splits_of = {}
-    for record in read_records(multilabel):
+    for record in open_dataset(multilabel).records():
         splits_of.setdefault(record.video_id, set()).add(result.assignment[record.id])
     assert all(len(s) == 1 for s in splits_of.values())
     assert all(result.counts[s] > 0 for s in SPLITS) and result.counts["excluded"] == 0

@@ -112,7 +112,7 @@ def test_bad_inputs_fail_with_one_line_before_writing(dataset: Path, tmp_path: P
         (["--data", str(tmp_path / "missing")], "error: data.path: "),
         (["--data", str(dataset), "--model", "no-such-model"], "error: model.name: unknown model 'no-such-model'"),
         (["--data", str(dataset), "--set", "training.learning_rate=-1"], "error: training.learning_rate: must be"),
-        (["--data", str(not_converted)], f"error: {not_converted}: not a converted dataset (no records.jsonl)"),
+        (["--data", str(not_converted)], f"error: data.path: {not_converted} is not a converted dataset (needs "),
         (["--data", str(dataset), "--set", "data.tasks=[telepathy]"], "error: unknown task(s) telepathy"),
         (["--config", str(tmp_path / "nope.yaml")], "error: "),
     ]

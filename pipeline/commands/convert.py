@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UserError
-
 HELP = "ingest SAM 2 exports into canonical records and training formats"
 
 
@@ -35,30 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
 
-def resolve_convention(family: str) -> str:
-    """A convention name, or the convention of a registry model key / Hub id / family ('tiny' -> json)."""
-    from ..coords import CONVENTIONS
-
-    name = family.strip()
-    if name in CONVENTIONS:
-        return name
-    if name.lower() == "tiny":
-        return "json"
-    from .. import registry  # light (stdlib only); ships with the package
-
-    specs = registry.list_specs()
-    for spec in specs:
-        if name in (spec.key, spec.hub_id):
-            return spec.convention
-    for spec in specs:
-        if name.lower() == spec.family.lower():
-            return spec.convention
-    raise UserError(f"unknown --family {family!r}: use a convention ({', '.join(CONVENTIONS)}) or a model key")
-
-
 def run(args: argparse.Namespace) -> int:
     """Convert and print the one-screen summary."""
     from ..ingest import convert
+    from ..registry import resolve_convention
 
     convention = resolve_convention(args.family)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]

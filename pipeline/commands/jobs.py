@@ -8,19 +8,15 @@ import sys
 import time
 from typing import Any
 
+from .train_options import add_train_options, config_from_args
+
 SUBCOMMANDS = ("submit", "list", "show", "watch", "cancel", "resume", "scheduler")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="jobs_command", metavar="COMMAND", required=True)
     submit = sub.add_parser("submit", help="queue a training run; prints the job id and returns while it runs")
-    submit.add_argument("--config", help="a TrainConfig YAML file")
-    submit.add_argument("--preset", help="a preset name (with --model and --data)")
-    submit.add_argument("--model", help="registry model name (overrides model.name)")
-    submit.add_argument("--data", help="converted dataset folder (overrides data.path)")
-    submit.add_argument("--max-steps", type=int, help="overrides training.max_steps")
-    submit.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="override any config field (repeatable), e.g. --set lora.r=16")
+    add_train_options(submit)  # the same options as `train`
     submit.add_argument("--gpus", type=int, default=1, help="GPUs for this job (more than 1: accelerate launch)")
     submit.add_argument("--name", help="experiment name")
     submit.add_argument("--tag", action="append", default=[], help="experiment tag (repeatable)")
@@ -114,9 +110,8 @@ def run(args: argparse.Namespace) -> int:
     backend.recover()  # jobs whose process (or worker) is gone are shown as interrupted, not running
     command = args.jobs_command
     if command == "submit":
-        job = submit_train(backend, config=args.config, preset=args.preset, model=args.model, data=args.data,
-                           max_steps=args.max_steps, overrides=args.set, name=args.name, gpus=args.gpus,
-                           tags=args.tag)
+        job = submit_train(backend, train_config=config_from_args(args), config=args.config, name=args.name,
+                           gpus=args.gpus, tags=args.tag)
         if args.json:
             print(json.dumps(job.to_dict(), sort_keys=True))
         else:

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="temporal, single video: frame indices left out between blocks (default: 2 steps)")
     parser.add_argument("--dup-distance", type=int, metavar="BITS",
                         help="perceptual-hash distance under which frames count as near-duplicates (default 4)")
-    parser.add_argument("--config", metavar="split.yaml", help="reproduce a saved split (DATASET/split.yaml)")
+    parser.add_argument("--config", metavar="FILE", help="reproduce a saved split (DATASET/split.yaml)")
 
 
 def run(args: argparse.Namespace) -> int:

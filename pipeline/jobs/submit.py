@@ -5,7 +5,6 @@ RUN/config.yaml` as its own process; nothing here imports the trainer.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from collections.abc import Iterable
@@ -27,56 +26,34 @@ def train_command(config_path: str | Path) -> list[str]:
 
 def dataset_fingerprint(path: str | Path) -> str | None:
     """A short hash of a converted dataset's records and splits (None when the folder has none)."""
-    folder = Path(path)
-    files = [folder / "records.jsonl", *sorted((folder / "splits").glob("*.jsonl"))]
-    files = [f for f in files if f.is_file()]
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.name.encode())
-        with open(file, "rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-    return digest.hexdigest()[:16]
+    from ..dataset import fingerprint
+
+    return fingerprint(path)
 
 
 def _load_train_config(config: str | Path | None, preset: str | None, model: str | None) -> Any:
-    from ..config import load_config
+    from ..plan import build_config
 
-    if config is not None and preset is not None:
-        raise UserError("give either --config or --preset, not both")
-    if config is not None:
-        return load_config(config)
-    if preset is None:
+    if config is None and preset is None:
         raise UserError("give --config FILE, or --preset NAME with --model and --data")
-    from ..presets import get_preset
-
-    return get_preset(preset, model=model)  # the preset fits its image-token budget to the model
+    return build_config(config=config, preset=preset, model=model)
 
 
 def prepare_train(config: str | Path | None = None, preset: str | None = None, model: str | None = None,
                   data: str | Path | None = None, max_steps: int | None = None,
                   overrides: Iterable[str] = (), name: str | None = None, gpus: int = 1,
-                  tags: Iterable[str] = ()) -> JobSpec:
-    """Validate a training config, write it to a new run folder (RUN/config.yaml) and describe the job."""
-    import yaml
+                  tags: Iterable[str] = (), *, train_config: Any = None) -> JobSpec:
+    """Validate a training config (once), write it to a new run folder (RUN/config.yaml) and describe the job.
 
-    from ..config import save_config, set_field, validate_config
-    from ..hardware import detect_hardware
+    `train_config`: a TrainConfig already built by `pipeline.plan.build_config` (the CLI and the app); otherwise one
+    is built here from the other arguments.
+    """
+    from ..config import save_config, set_field
+    from ..plan import build_config, check
 
-    cfg = _load_train_config(config, preset, model)
-    if model:
-        set_field(cfg, "model.name", model)
-    if data:
-        set_field(cfg, "data.path", str(Path(data).expanduser().resolve()))
-    if max_steps is not None:
-        set_field(cfg, "training.max_steps", int(max_steps))
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"--set {item!r}: expected section.field=value")
-        set_field(cfg, key.strip(), yaml.safe_load(value))
+    base = train_config if train_config is not None else _load_train_config(config, preset, model)
+    cfg = build_config(base=base, data=data, sets=overrides,
+                       overrides={"training.max_steps": int(max_steps) if max_steps is not None else None})
     if gpus < 1:
         raise UserError(f"--gpus must be at least 1, got {gpus}")
     run_id = new_run_id()
@@ -88,27 +65,13 @@ def prepare_train(config: str | Path | None = None, preset: str | None = None, m
     set_field(cfg, "training.output_dir", str(run_dir))
     if not cfg.data.path:
         raise UserError("data.path: no dataset given (--data DIR, or data.path in the config)", config)
-    hw = detect_hardware()
-    errors, warnings = validate_config(cfg, hw)
-    if errors:
-        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise UserError(errors[0] + more, config)
+    plan = check(cfg)
+    plan.raise_errors(config)
     config_path = save_config(cfg, run_config_path(run_dir))
     return JobSpec(argv=train_command(config_path), run_dir=str(run_dir), kind="train", run_id=run_id,
                    name=name or f"{cfg.model.name}-{run_id}", config=cfg.model_dump(mode="json"),
-                   model=cfg.model.name, dataset_fingerprint=dataset_fingerprint(cfg.data.path) if cfg.data.path
-                   else None, slots=gpus, mem_bytes=_memory_bytes(cfg, hw), tags=list(tags), warnings=warnings)
-
-
-def _memory_bytes(cfg: Any, hw: Any) -> int | None:
-    """Per-GPU memory estimate when the run will use CUDA here (the scheduler compares it to free memory)."""
-    from ..config import resolve_device
-    from ..memory import estimate_memory
-
-    if resolve_device(cfg, hw) != "cuda":
-        return None
-    estimate = estimate_memory(cfg, hardware=hw)
-    return int(getattr(estimate, "total_bytes", None) or estimate.total)
+                   model=cfg.model.name, dataset_fingerprint=dataset_fingerprint(cfg.data.path),
+                   slots=gpus, mem_bytes=plan.memory_bytes(), tags=list(tags), warnings=plan.warnings)
 
 
 def submit_train(backend: JobBackend | None = None, **kwargs: Any) -> Job:
