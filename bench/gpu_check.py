@@ -6,7 +6,7 @@
 Per case: tokens/s, MFU (6 x params x tokens/s over the GPU's bf16 peak), measured peak memory (allocator reserve
 plus the CUDA context) against pipeline.memory.estimate_memory (goal: within 15%), including the real peak of the
 ultra_low_memory_8gb preset. Models are built from a config, saved once to a temporary folder and loaded back
-through the pipeline's own model code (pipeline.train.build_model), so QLoRA goes through bitsandbytes for real.
+through the pipeline's own model code (pipeline.train_setup.build_model), so QLoRA goes through bitsandbytes for real.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def run_case(case: Case, folder: Path, shape: dict[str, Any], hw: Any, steps: in
 
     from pipeline.memory import estimate_memory
     from pipeline.registry import get_spec
-    from pipeline.train import build_model
+    from pipeline.train_setup import build_model
 
     cuda = hw.device == "cuda"
     side = shape["image"] if not case.preset else min(shape["image"], 384)
