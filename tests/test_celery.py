@@ -403,7 +403,7 @@ def test_the_app_in_celery_mode_runs_its_jobs_on_the_fleet(fleet: tuple[Any, Fle
 
     from pipeline import service
     from pipeline.config import set_field
-    from pipeline.watch import read_events
+    from pipeline.rundir import progress_path, read_events
     from studio_app.launch import serve
 
     backend, workers, dataset = fleet
@@ -459,7 +459,7 @@ def test_the_app_in_celery_mode_runs_its_jobs_on_the_fleet(fleet: tuple[Any, Fle
         resumed, _ = client.predict(slow.id, api_name="/resume_job")
         assert resumed["attempt"] == 2 and resumed["status"] in ("queued", "running")
         wait_for_job(backend, slow.id, lambda j: any(e.get("event") == "resume" for e in read_events(
-            Path(j.run_dir) / "progress.jsonl")), "the resumed attempt to start")
+            progress_path(j.run_dir))), "the resumed attempt to start")
         assert service.cancel_job(slow.id)["status"] in ("running", "cancelled")
         again = wait_for(lambda: (j := backend.get(slow.id)).status != "running" and j, "the second cancel")
         assert (again.status, again.attempt) == ("cancelled", 2) and again.worker in workers.procs
