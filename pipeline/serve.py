@@ -235,8 +235,9 @@ def launch(export_dir: str | Path, *, engine: str = "transformers", host: str = 
     log_path = log if isinstance(log, Path) else None
     handle: Any = open(log, "wb") if isinstance(log, Path) else log  # noqa: SIM115 - lives as long as the child
     started = time.monotonic()
-    proc = subprocess.Popen(_runnable(command), stdout=handle, stderr=subprocess.STDOUT if handle else None,
-                            env=child_env(), start_new_session=True)
+    # the engine's output goes to the log, else to our stderr: our stdout carries only our own lines
+    proc = subprocess.Popen(_runnable(command), stdout=handle if handle else 2,
+                            stderr=subprocess.STDOUT if handle else None, env=child_env(), start_new_session=True)
     if isinstance(log, Path):
         handle.close()  # the child holds its own copy
     client_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
