@@ -1,10 +1,13 @@
-"""Run an exported model on one image: print the answer and the parsed boxes, save the image with the boxes drawn.
+"""Ask a served model about one image with the `openai` client: print the answer and the parsed boxes, save the
+image with the boxes drawn.
 
-    python deploy/inference_example.py exports/shapes-lora frame.jpg --prompt "Find every circle in the image."
-    python deploy/inference_example.py exports/shapes-merged frame.jpg --out frame_boxes.png
+    python -m pipeline serve exports/shapes-lora --port 8000          # or deploy/Dockerfile, or vLLM
+    python deploy/inference_example.py frame.jpg --base-url http://127.0.0.1:8000/v1 \\
+        --prompt "Find every circle in the image."
 
-Works for adapter exports (the base model is loaded by its Hub id, or built locally for the tiny models) and merged
-exports. Needs this repository's `pipeline` package (found next to this file) and its requirements.
+The answer is parsed with this repository's parser (pipeline/coords.py) in the served export's coordinate
+convention: read from the export's studio.json when the served model is an export folder on this machine, else
+--convention (default json). A hosted endpoint's key is read from the variable named by --api-key-env.
 """
 
 from __future__ import annotations
@@ -21,29 +24,53 @@ from pipeline.errors import UserError  # noqa: E402 - after the path set-up abov
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("export", help="export folder (from `python -m pipeline export`)")
     parser.add_argument("image", help="image file to ask about")
-    parser.add_argument("--prompt", help="question (default: the first training prompt with the first label)")
+    parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="OpenAI-compatible endpoint")
+    parser.add_argument("--model", help="model name to request (default: the first the endpoint lists)")
+    parser.add_argument("--prompt", help="question (default: the export's first training prompt)")
+    parser.add_argument("--convention", help="answer convention when the served model is not an export here")
+    parser.add_argument("--api-key-env", help="environment variable holding the API key (hosted endpoints)")
     parser.add_argument("--out", help="where to save the image with boxes (default: <image stem>_boxes.png here)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--max-tokens", type=int, default=256)
     args = parser.parse_args(argv)
     try:
-        from pipeline.inference import default_prompt, draw_boxes, load_export, predict
+        from pipeline.coords import ParseError, get_convention
+        from pipeline.endpoint_eval import Endpoint, image_data_url, read_api_key, served_settings
+        from pipeline.inference import default_prompt, draw_boxes
 
-        loaded = load_export(args.export, device=args.device)
-        prompt = args.prompt or default_prompt(loaded.studio)
-        result = predict(loaded, args.image, prompt, max_new_tokens=args.max_new_tokens)
-        out = Path(args.out or f"{Path(args.image).stem}_boxes.png")
-        draw_boxes(args.image, result["boxes"], out)
+        endpoint = Endpoint(args.base_url, read_api_key(args.api_key_env), retries=2)
+        model = args.model or endpoint.models()[0]
+        studio = served_settings(model)
+        convention = args.convention or studio.get("convention") or "json"
+        prompt = args.prompt or default_prompt(studio)
+        image = Path(args.image)
+        from PIL import Image
+
+        cap = studio.get("max_image_size")
+        with Image.open(image) as picture:
+            shown = picture.copy()
+            if cap and max(shown.size) > cap:  # the model sees the frame at the training cap
+                shown.thumbnail((cap, cap))
+            sx, sy = picture.width / shown.width, picture.height / shown.height
+        answer = endpoint.ask(model, image_data_url(image, cap), prompt, args.max_tokens)
+        try:
+            parsed = get_convention(convention).parse_boxes(answer, shown.width, shown.height)
+            error = None
+        except ParseError as exc:
+            parsed, error = [], str(exc)
+        boxes = [{"label": label, "box": [round(b[0] * sx, 1), round(b[1] * sy, 1), round(b[2] * sx, 1),
+                                          round(b[3] * sy, 1)]} for label, b in parsed]
+        out = Path(args.out or f"{image.stem}_boxes.png")
+        draw_boxes(image, boxes, out)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    print(f"model: {model}")
     print(f"prompt: {prompt}")
-    print(f"answer: {result['answer']}")
-    if result["parse_error"]:
-        print(f"boxes: none parsed ({result['parse_error']})")
-    print("boxes: " + json.dumps(result["boxes"]))
+    print(f"answer: {answer}")
+    if error:
+        print(f"boxes: none parsed ({error})")
+    print("boxes: " + json.dumps(boxes))
     print(f"saved: {out}")
     return 0
 

@@ -19,6 +19,7 @@ VERBS: dict[str, str] = {
     "evaluate": "score a model on a split with box/mask geometry (IoU, mAP)",
     "export": "export an adapter or merged model with its model card",
     "push": "push an export folder to the Hugging Face Hub",
+    "serve": "serve an export over the OpenAI API (transformers serve or vLLM)",
     "demo": "the whole offline pipeline end to end on generated data",
     "jobs": "submit, list, watch, cancel and resume background jobs",
     "experiments": "list, compare and delete experiments",

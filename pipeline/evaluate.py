@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,10 @@ def model_target(model: str, adapter: str | Path | None = None, base: str | None
     from .models import find_spec
 
     info: dict[str, Any] = {}
+    folder = Path(model).expanduser()
+    if adapter is None and (folder / "adapter_config.json").is_file() and (folder / "studio.json").is_file():
+        info = _read_json(folder / "studio.json")  # an adapter export: its base (registry key) + the adapter
+        model, adapter = str(info.get("model") or model), folder
     if adapter is not None:
         adapter = Path(adapter).expanduser().resolve()
         if not (adapter / "adapter_config.json").is_file():
@@ -247,8 +252,11 @@ def _default_out(target: Target, name: str) -> Path:
 def evaluate_target(target: Target, dataset: str | Path | None = None, *, split: str = "test",
                     limit: int | None = None, batch_size: int = 8, out: str | Path | None = None,
                     with_base: bool = True, with_baseline: bool = True, max_new_tokens: int | None = None,
-                    overwrite: bool | None = None, tensorboard: bool = True, out_suffix: str = "") -> EvalResult:
-    """Evaluate a Target on a dataset split and write OUT (see docs/EVALUATION.md for every file)."""
+                    overwrite: bool | None = None, tensorboard: bool = True, out_suffix: str = "",
+                    answerer: Callable[..., tuple[dict[str, list[str]], int]] | None = None,
+                    extra_meta: Callable[[], dict[str, Any]] | None = None) -> EvalResult:
+    """Evaluate a Target on a dataset split and write OUT (see docs/EVALUATION.md for every file); `answerer`
+    replaces loading and generating (an endpoint, endpoint_eval.py), `extra_meta` adds to metrics.json's meta."""
     from .eval_report import display_names, write_outputs, write_tensorboard
     from .eval_score import mean_box_baseline, score_answers, summarize
 
@@ -270,8 +278,8 @@ def evaluate_target(target: Target, dataset: str | Path | None = None, *, split:
     replace = default if overwrite is None else overwrite
     if not replace and out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise UserError("output folder already exists and is not empty (choose another --out)", out_dir)
-    answers, budget = model_answers(target, examples, root, batch_size=batch_size,
-                                    max_new_tokens=max_new_tokens, with_base=with_base)
+    answers, budget = (answerer or model_answers)(target, examples, root, batch_size=batch_size,
+                                                  max_new_tokens=max_new_tokens, with_base=with_base)
     results = {name: score_answers(examples, texts, target.convention or "json") for name, texts in answers.items()}
     if with_baseline:
         baseline = mean_box_baseline(train)
@@ -282,7 +290,7 @@ def evaluate_target(target: Target, dataset: str | Path | None = None, *, split:
                  "name": target.name, "run_dir": target.run_dir, "checkpoint": target.checkpoint, "step": target.step,
                  "dataset": str(root), "split": split, "limit": limit, "convention": target.convention,
                  "tasks": sorted({ex.task for ex in examples}), "batch_size": batch_size,
-                 "max_new_tokens": budget, "notes": target.notes}
+                 "max_new_tokens": budget, "notes": target.notes, **(extra_meta() if extra_meta else {})}
     files = write_outputs(out_dir, results, summaries, meta_info, root, overwrite=replace)
     if tensorboard:
         tb = rundir.tensorboard_path(target.run_dir) if target.run_dir else out_dir / "tb"

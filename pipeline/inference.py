@@ -5,7 +5,8 @@
     result = predict(loaded, "frame.jpg", "Find every circle in the image.")
     result["answer"], result["boxes"]   # boxes: [{"label": "circle", "box": [x1, y1, x2, y2]}] in image pixels
 
-Also what deploy/ needs: `inference_requirements` (memory from the estimator) and `deploy_config`.
+Also what deploy/ needs: `inference_requirements` (memory from the estimator) and `deploy_config`; serving
+over the OpenAI API is pipeline/serve.py.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ from .rundir import STUDIO_FILE, studio_path
 
 DEPLOY_ENV = {
     "EXPORT_DIR": ("/model", "the export folder to serve (mounted or copied into the image)"),
-    "PORT": ("8080", "HTTP port of deploy/serve.py"),
+    "PORT": ("8000", "HTTP port of the OpenAI-compatible server"),
     "HOST": ("0.0.0.0", "interface to listen on"),
-    "DEVICE": ("auto", "auto | cpu | cuda"),
-    "DTYPE": ("auto", "auto (bfloat16 on GPU, float32 on CPU) | float32 | bfloat16 | float16"),
-    "MAX_NEW_TOKENS": ("256", "longest answer generated"),
+    "DEVICE": ("auto", "auto | cpu | cuda (transformers engine)"),
+    "DTYPE": ("auto", "auto (as saved) | float32 | bfloat16 | float16"),
     "HF_HOME": ("/cache/huggingface", "where the base model of an adapter export is cached"),
-    "STUDIO_HOME": ("/data", "data home (offline tiny base models are built here)"),
+    "STUDIO_HOME": ("/data", "data home (offline tiny base models; the merged copy of a read-only adapter export)"),
 }
 
 
@@ -161,8 +161,10 @@ def deploy_config(studio: dict[str, Any], seq_len: int = 1024) -> dict[str, Any]
     """The deploy_config.yaml of an export (or of a registry model when `studio` only names `model`)."""
     dtype = studio.get("dtype") or ("float32" if studio.get("tiny") else "bfloat16")
     return {
-        "service": {"dockerfile": "deploy/Dockerfile", "command": "python deploy/serve.py",
-                    "health": "GET /health", "predict": "POST /predict {image: base64, prompt: str}"},
+        "service": {"dockerfile": "deploy/Dockerfile", "gpu_dockerfile": "deploy/Dockerfile.vllm",
+                    "command": "python -m pipeline serve $EXPORT_DIR --host $HOST --port $PORT --device $DEVICE "
+                               "--dtype $DTYPE", "health": "GET /v1/models",
+                    "api": "POST /v1/chat/completions (OpenAI; image as a base64 data URL in an image_url part)"},
         "model": {"mode": studio.get("mode", "adapter"), "base_model": studio.get("base_model"),
                   "base_revision": studio.get("base_revision"), "convention": studio.get("convention")},
         "hardware": inference_requirements(studio["model"], dtype, seq_len),
@@ -175,7 +177,8 @@ def deploy_config_yaml(studio: dict[str, Any]) -> str:
     """deploy_config.yaml text: a header naming the service files, then `deploy_config(studio)`."""
     import yaml
 
-    header = ("# Inference service for a SAM2 VLM Studio export: deploy/Dockerfile runs deploy/serve.py.\n"
-              "# hardware: from the project's memory estimator (one request, no gradients); environment: the\n"
-              "# variables serve.py reads, with their defaults. Regenerate: pipeline.inference.deploy_config_yaml.\n")
+    header = ("# Inference service for a SAM2 VLM Studio export: deploy/Dockerfile runs `python -m pipeline serve`\n"
+              "# (transformers serve, OpenAI API), deploy/Dockerfile.vllm the vLLM variant for GPUs. hardware: from\n"
+              "# the project's memory estimator (one request, no gradients); environment: the variables the images\n"
+              "# read, with their defaults. Regenerate: pipeline.inference.deploy_config_yaml.\n")
     return header + yaml.safe_dump(deploy_config(studio), sort_keys=False, width=100)

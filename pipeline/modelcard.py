@@ -242,6 +242,9 @@ def card_context(info: Any, studio: dict[str, Any], *, model_ref: str, parity: d
         "example_answer": example_answer(studio["convention"], labels),
     }
     context["usage"] = usage_code(spec, studio, model_ref, example_prompt)
+    from .serve import openai_usage_code
+
+    context["usage_openai"] = openai_usage_code(studio, model_ref, example_prompt)
     return context
 
 

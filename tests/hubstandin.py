@@ -7,6 +7,7 @@ the commit NDJSON: no LFS/xet storage needed) and records what arrived. Endpoint
     GET  /api/whoami-v2                               -> 401 unless the token is known
     POST /api/repos/create                            -> 401 / 403 (read token or foreign org) / 404 (unknown org)
     GET  /api/models/{ns}/{name}[/revision/{rev}]     -> repo info or 404 (create_repo's exist_ok fallback)
+    (the same routes under /api/spaces/ for Spaces; one namespace of repo ids for both, type and sdk recorded)
     POST /api/validate-yaml                           -> README front matter must parse as YAML
     POST /api/models/{ns}/{name}/preupload/{rev}      -> {"files": [{"path", "uploadMode": "regular", ...}]}
     POST /api/models/{ns}/{name}/commit/{rev}         -> NDJSON header + file lines; lfsFile is refused
@@ -24,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-REPO_PATH = re.compile(r"^/api/models/([^/]+)/([^/]+)(?:/(preupload|commit|revision)/(.+))?$")
+REPO_PATH = re.compile(r"^/api/(?:models|spaces)/([^/]+)/([^/]+)(?:/(preupload|commit|revision)/(.+))?$")
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Repo:
     repo_id: str
     private: bool
     files: dict[str, bytes] = field(default_factory=dict)
+    repo_type: str = "model"
+    sdk: str | None = None
     commits: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -189,7 +192,8 @@ class _Handler(BaseHTTPRequestHandler):
             if repo_id in self.hub.repos:
                 return self._send(409, {"error": "You already created this model repo", "url": url})
             private = payload.get("visibility", "private" if payload.get("private") else "public") == "private"
-            self.hub.repos[repo_id] = Repo(repo_id, private)
+            self.hub.repos[repo_id] = Repo(repo_id, private, repo_type=payload.get("type") or "model",
+                                           sdk=payload.get("sdk"))
         return self._send(200, {"url": url, "name": repo_id, "id": repo_id})
 
     def _validate_yaml(self, payload: dict[str, Any]) -> None:

@@ -49,6 +49,7 @@ def test_short_demo_writes_every_artifact(short_demo):
     studio = json.loads((Path(data["export"]) / "studio.json").read_text(encoding="utf-8"))
     assert studio["model"] == "tiny-smolvlm"
     assert (Path(data["export"]) / "README.md").is_file()
+    assert (Path(data["dataset"]) / "records.jsonl").is_file()  # summary.json names its export and dataset folders
     with zipfile.ZipFile(data["export_zip"]) as archive:
         assert archive.testzip() is None
         assert any(name.endswith(".safetensors") for name in archive.namelist())

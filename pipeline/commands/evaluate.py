@@ -40,6 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     parser.add_argument("--compare", nargs="+", metavar="EVAL_DIR",
                         help="instead of evaluating: put finished evaluation folders side by side into --out")
+    endpoint = parser.add_argument_group("an OpenAI-compatible endpoint instead of a local model (docs/SERVING.md)")
+    endpoint.add_argument("--endpoint", metavar="URL", help="base URL, e.g. http://127.0.0.1:8000/v1 (needs --data)")
+    endpoint.add_argument("--api-model", metavar="NAME", help="model name to request (default: the first listed)")
+    endpoint.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key")
+    endpoint.add_argument("--convention", metavar="C",
+                          help="answer convention when the served model is not an export on this machine")
+    endpoint.add_argument("--concurrency", type=_positive, default=4, metavar="K",
+                          help="requests in flight (default 4)")
+    endpoint.add_argument("--retries", type=int, default=4, metavar="R",
+                          help="retries per request on connection errors, timeouts, 429 and 5xx (default 4)")
 
 
 def _print_summary(result: Any) -> None:
@@ -64,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
         print(open(files["comparison"], encoding="utf-8").read().rstrip())
         print(f"wrote {args.out}")
         return 0
+    if getattr(args, "endpoint", None):
+        return _endpoint(args)
     if bool(args.run) == bool(args.model):
-        raise UserError("give a RUN folder or --model M (not both)")
+        raise UserError("give a RUN folder, --model M or --endpoint URL (one of them)")
     if args.adapter and not args.model:
         raise UserError("--adapter goes with --model (a RUN already knows its adapter)")
     common = {"split": args.split, "limit": args.limit, "batch_size": args.batch_size, "out": args.out,
@@ -82,6 +94,22 @@ def run(args: argparse.Namespace) -> int:
         first = str(exc).splitlines()[0] if str(exc) else ""
         print(f"error: evaluation failed: {type(exc).__name__}: {first}{hint}", file=sys.stderr)
         return 1
+    _print_summary(result)
+    return 0
+
+
+def _endpoint(args: argparse.Namespace) -> int:
+    from ..endpoint_eval import evaluate_endpoint
+
+    if args.run or args.model or args.adapter:
+        raise UserError("--endpoint scores the served model: give no RUN, --model or --adapter with it")
+    if not args.data:
+        raise UserError("--endpoint needs --data DATASET")
+    result = evaluate_endpoint(args.endpoint, args.data, split=args.split, limit=args.limit,
+                               api_model=args.api_model, api_key_env=args.api_key_env, out=args.out,
+                               convention=args.convention, concurrency=args.concurrency, retries=args.retries,
+                               max_new_tokens=args.max_new_tokens, with_baseline=not args.no_baseline,
+                               overwrite=True if args.overwrite else None)
     _print_summary(result)
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 HELP = "export an adapter or merged model with its model card"
 
@@ -26,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-id", action="append", default=[], metavar="ID",
                         help="Hub dataset id(s) of the training data, listed in the card (repeatable)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR and DIR.zip")
+    parser.add_argument("--serve-parity", type=int, default=0, metavar="N",
+                        help="serve the export and check on N held-out examples that it scores like offline "
+                             "evaluation; the verdict goes into the card (default 0: off; docs/SERVING.md)")
+    parser.add_argument("--space", nargs="?", const="", default=None, metavar="SPACE_DIR",
+                        help="also write a Gradio inference Space for the export (default DIR-space)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,5 +51,26 @@ def run(args: argparse.Namespace) -> int:
         verdict = (f"{p['matched']}/{p['samples_checked']} answers identical, max logit diff "
                    f"{p['max_abs_logit_diff']:.2e}" if p.get("checked") else f"not checked ({p.get('reason')})")
         print(f"parity: {verdict}")
+    if args.serve_parity > 0:
+        _serve_parity(result.out_dir, args.run, args.serve_parity)
+    if args.space is not None:
+        from ..space import write_space
+
+        space = write_space(result.out_dir, args.space or None, model_ref=args.repo_id, overwrite=args.overwrite)
+        print(f"space: {space} (push it with: python -m pipeline push {space} --space USER/NAME)")
     print(f"zip: {result.zip_path}")
     return 0
+
+
+def _serve_parity(export: Path, run: str, limit: int) -> None:
+    from ..errors import UserError
+    from ..export import read_run
+    from ..serve_parity import check_serving_parity
+
+    dataset = read_run(run).dataset
+    if dataset is None:
+        raise UserError("--serve-parity needs the run's dataset on this machine")
+    p = check_serving_parity(export, dataset, limit=limit)
+    print(f"serving parity: {'agree' if p['agree'] else 'DO NOT agree'}: mIoU served {p['miou_served']:.4f} vs "
+          f"offline {p['miou_offline']:.4f} on {p['n_served']} {p['split']} examples "
+          f"({p['identical_answers']}/{p['n_served']} answers identical)")

@@ -12,8 +12,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the `push` verb."""
     from ..hub import DEFAULT_TOKEN_ENV
 
-    parser.add_argument("export", metavar="DIR", help="export folder written by `python -m pipeline export`")
-    parser.add_argument("--repo", required=True, metavar="USER/NAME", help="Hub repo to create (or update)")
+    parser.add_argument("export", metavar="DIR", help="export folder written by `python -m pipeline export` (with "
+                        "--space: the Space folder written by `export --space`)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--repo", metavar="USER/NAME", help="model repo to create (or update)")
+    target.add_argument("--space", metavar="USER/NAME", help="push DIR as a Gradio Space (inference demo)")
     visibility = parser.add_mutually_exclusive_group()
     visibility.add_argument("--private", dest="private", action="store_true", default=True,
                             help="create the repo private (the default)")
@@ -28,6 +31,13 @@ def run(args: argparse.Namespace) -> int:
     """Push and print the repo URL."""
     from ..hub import check_export_folder, push_to_hub, read_token
 
+    if args.space:
+        from ..space import check_space_folder, push_space
+
+        space = check_space_folder(args.export)
+        print(push_space(space, args.space, read_token(args.token_env), private=args.private,
+                         endpoint=args.endpoint))
+        return 0
     folder = check_export_folder(args.export)
     token = read_token(args.token_env)
     url = push_to_hub(folder, args.repo, token, private=args.private, endpoint=args.endpoint)
