@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import UserError
+from .rundir import studio_path
 from .tasks import Example
 
 DEFAULT_CONCURRENCY = 4
@@ -143,7 +144,7 @@ def served_settings(model: str) -> dict[str, Any]:
     from .evaluate import _read_json
 
     folder = Path(model).expanduser()
-    return _read_json(folder / "studio.json") if folder.is_dir() else {}
+    return _read_json(studio_path(folder)) if folder.is_dir() else {}
 
 
 def endpoint_target(model: str, url: str, convention: str | None = None) -> Any:

@@ -172,8 +172,8 @@ def model_target(model: str, adapter: str | Path | None = None, base: str | None
 
     info: dict[str, Any] = {}
     folder = Path(model).expanduser()
-    if adapter is None and (folder / "adapter_config.json").is_file() and (folder / "studio.json").is_file():
-        info = _read_json(folder / "studio.json")  # an adapter export: its base (registry key) + the adapter
+    if adapter is None and (folder / "adapter_config.json").is_file() and rundir.studio_path(folder).is_file():
+        info = _read_json(rundir.studio_path(folder))  # an adapter export: its base (registry key) + the adapter
         model, adapter = str(info.get("model") or model), folder
     if adapter is not None:
         adapter = Path(adapter).expanduser().resolve()

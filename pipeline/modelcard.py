@@ -242,9 +242,8 @@ def card_context(info: Any, studio: dict[str, Any], *, model_ref: str, parity: d
         "example_answer": example_answer(studio["convention"], labels),
     }
     context["usage"] = usage_code(spec, studio, model_ref, example_prompt)
-    from .serve import openai_usage_code
 
-    context["usage_openai"] = openai_usage_code(studio, model_ref, example_prompt)
+    context["usage_openai"] = openai_usage_code(studio, example_prompt)
     return context
 
 
@@ -309,3 +308,31 @@ def write_card(info: Any, export_dir: Path, studio: dict[str, Any], *, repo_id: 
     path = export_dir / "README.md"
     path.write_text(str(card).rstrip() + "\n", encoding="utf-8")
     return path
+
+
+def openai_usage_code(studio: dict[str, Any], prompt: str) -> str:
+    """The card's OpenAI-client example: serve the export, send one image, parse the boxes."""
+    cap = studio.get("max_image_size")
+    lines = [
+        "# python -m pipeline serve EXPORT --port 8000   (SAM2 VLM Studio: transformers serve, or --engine vllm)",
+        "# Any OpenAI-compatible client works:",
+        "import base64", "import io", "", "from openai import OpenAI", "from PIL import Image", "",
+        'client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")',
+        "served = client.models.list().data[0].id",
+        'image = Image.open("frame.jpg").convert("RGB")']
+    if cap:
+        lines += [f"image.thumbnail(({cap}, {cap}))  # as in training"]
+    lines += [
+        "buffer = io.BytesIO()", 'image.save(buffer, format="PNG")',
+        'url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()',
+        "reply = client.chat.completions.create(model=served, temperature=0, max_tokens=256, messages=[",
+        '    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},',
+        f'                                 {{"type": "text", "text": {json.dumps(prompt)}}}]}}])',
+        "answer = reply.choices[0].message.content.strip()",
+        'print("answer:", answer)',
+        "# boxes in image pixels, with SAM2 VLM Studio's parser:",
+        "# from pipeline.coords import get_convention",
+        f"# get_convention({json.dumps(studio.get('convention', 'json'))}).parse_boxes(answer, image.width, "
+        "image.height)",
+    ]
+    return "\n".join(lines)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import UserError
+from .rundir import studio_path
 
 ENGINES = ("transformers", "vllm")
 MERGED_SUFFIX = ".merged"
@@ -103,7 +104,7 @@ def servable_folder(export_dir: str | Path, *, device: str = "cpu", dtype: str =
         del model
         _copy_matching(export, tmp, PROCESSOR_PATTERNS)
         merged = {**studio, "mode": "merged", "dtype": used, "merged_for_serving": True}
-        (tmp / "studio.json").write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
+        studio_path(tmp).write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
         (tmp / CACHE_FILE).write_text(json.dumps(stamp) + "\n", encoding="utf-8")
     return cache
 
@@ -308,34 +309,6 @@ def serve_forever(export_dir: str | Path, *, engine: str = "transformers", host:
             code = server.stop()
             echo(f"stopped the server (exit code {code})")
     return 0
-
-
-def openai_usage_code(studio: dict[str, Any], model_ref: str, prompt: str) -> str:  # noqa: ARG001 - card API
-    """The card's OpenAI-client example: serve the export, send one image, parse the boxes."""
-    cap = studio.get("max_image_size")
-    lines = [
-        "# python -m pipeline serve EXPORT --port 8000   (SAM2 VLM Studio: transformers serve, or --engine vllm)",
-        "# Any OpenAI-compatible client works:",
-        "import base64", "import io", "", "from openai import OpenAI", "from PIL import Image", "",
-        'client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")',
-        "served = client.models.list().data[0].id",
-        'image = Image.open("frame.jpg").convert("RGB")']
-    if cap:
-        lines += [f"image.thumbnail(({cap}, {cap}))  # as in training"]
-    lines += [
-        "buffer = io.BytesIO()", 'image.save(buffer, format="PNG")',
-        'url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()',
-        "reply = client.chat.completions.create(model=served, temperature=0, max_tokens=256, messages=[",
-        '    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},',
-        f'                                 {{"type": "text", "text": {json.dumps(prompt)}}}]}}])',
-        "answer = reply.choices[0].message.content.strip()",
-        'print("answer:", answer)',
-        "# boxes in image pixels, with SAM2 VLM Studio's parser:",
-        "# from pipeline.coords import get_convention",
-        f"# get_convention({json.dumps(studio.get('convention', 'json'))}).parse_boxes(answer, image.width, "
-        "image.height)",
-    ]
-    return "\n".join(lines)
 
 
 def remove_merged_cache(export_dir: str | Path) -> None:

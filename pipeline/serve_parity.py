@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .rundir import studio_path
 
 TOLERANCE = 0.02
 PARITY_FILE = "serving_parity.json"
@@ -104,10 +105,10 @@ def record_parity(export: Path, report: dict[str, Any]) -> None:
     from .export import zip_export
 
     atomic_write_text(export / PARITY_FILE, json.dumps(report, indent=2) + "\n")
-    studio = json.loads((export / "studio.json").read_text(encoding="utf-8"))
+    studio = json.loads(studio_path(export).read_text(encoding="utf-8"))
     studio["serving_parity"] = {k: report[k] for k in ("agree", "engine_version", "split", "n_served",
                                                        "miou_offline", "miou_served", "miou_abs_diff", "tolerance")}
-    atomic_write_text(export / "studio.json", json.dumps(studio, indent=2) + "\n")
+    atomic_write_text(studio_path(export), json.dumps(studio, indent=2) + "\n")
     card = export / "README.md"
     if card.is_file():
         text = card.read_text(encoding="utf-8")
