@@ -364,6 +364,26 @@ def test_a_folder_trained_elsewhere_is_scored_with_geometry(trained: tuple[Path,
         model_target(str(folder), convention="nope")
 
 
+@pytest.mark.slow
+def test_app_service_scores_an_uploaded_model_folder(studio_home: Path, tmp_path: Path):
+    import shutil
+
+    from pipeline import service
+
+    make_dataset(studio_home / "datasets" / "elsewhere-ds")
+    folder = _plain_folder("tiny-llava", tmp_path / "lf-llava")
+    archive = shutil.make_archive(str(tmp_path / "lf-llava"), "zip", tmp_path, "lf-llava")
+    assert service.import_model_zip(archive) == "lf-llava" and "lf-llava" in service.model_folder_choices()
+    assert (studio_home / "models" / "lf-llava" / "config.json").is_file() and folder.is_dir()
+    with pytest.raises(UserError, match="already exists"):
+        service.import_model_zip(archive)
+    info, gallery = service.evaluate_folder("lf-llava", "elsewhere-ds", "test", 2, convention="json")
+    assert info["columns"][0] == "metric" and any(row[0] == "miou" for row in info["rows"])
+    assert info["model"] == "lf-llava" and isinstance(gallery, list)
+    with pytest.raises(UserError, match="no model folder"):
+        service.evaluate_folder("missing", "elsewhere-ds")
+
+
 def test_family_of_config_reads_model_type_then_architectures():
     from pipeline.registry import family_of_config, spec_for_config
 
