@@ -305,4 +305,4 @@ def spec_for_config(config: dict[str, object]) -> ModelSpec | None:
     family = family_of_config(config)
     specs = [s for s in SPECS if s.family == family]
     real = [s for s in specs if not s.tiny]
-    return (real or specs or [None])[0]
+    return (real or specs)[0] if specs else None
