@@ -162,7 +162,14 @@ class VisionLanguageCollator:
         return ids, per_token
 
     def _answer_ids(self, example: dict[str, Any], name: str, prompt: list[int]) -> list[int]:
-        answer, limit = example.get("answer"), self.max_length
+        answer = example.get("answer")
+        ids = [] if answer is None else (
+            self.tokenizer(self._gap + str(answer), add_special_tokens=False)["input_ids"] + self.end_ids)
+        return self._fit_answer(name, prompt, ids, answer)
+
+    def _fit_answer(self, name: str, prompt: list[int], ids: list[int], answer: Any) -> list[int]:
+        """`ids` (answer + end of turn) cut to max_length; UserError when the prompt alone does not fit."""
+        limit = self.max_length
         if limit and len(prompt) + (answer is not None) > limit:
             images = sum(token == getattr(self.processor, "image_token_id", None) for token in prompt)
             room = "" if answer is None else ", leaving no room for the answer,"
@@ -170,7 +177,6 @@ class VisionLanguageCollator:
                             f"{limit}; raise max_length (image tokens are never cut)", name)
         if answer is None:
             return []
-        ids = self.tokenizer(self._gap + str(answer), add_special_tokens=False)["input_ids"] + self.end_ids
         if limit and len(prompt) + len(ids) > limit:
             log.warning("%s: answer truncated from %d to %d tokens (max_length %d)", name, len(ids),
                         limit - len(prompt), limit)

@@ -27,6 +27,7 @@ RECORDS_FILE = "records.jsonl"
 IMAGES_DIR = "images"
 SPLITS_DIR = "splits"
 SPLIT_CONFIG = "split.yaml"
+CACHE_DIR = ".cache"  # derived data keyed by what made it (e.g. the token cache); safe to delete
 SPLIT_SUFFIX = ".jsonl"
 NOT_A_DATASET = f"not a converted dataset (needs {META_FILE} and {RECORDS_FILE}; run `python -m pipeline convert`)"
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,63}")
@@ -36,6 +37,11 @@ def is_dataset(path: str | Path) -> bool:
     """True for a converted dataset folder (dataset.json + records.jsonl)."""
     folder = Path(path).expanduser()
     return (folder / META_FILE).is_file() and (folder / RECORDS_FILE).is_file()
+
+
+def cache_path(root: str | Path, *parts: str) -> Path:
+    """A path inside the dataset's cache folder (DATASET/.cache/...), for data derived from the dataset."""
+    return Path(root).joinpath(CACHE_DIR, *parts)
 
 
 def meta_path(root: str | Path) -> Path:

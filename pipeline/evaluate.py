@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import rundir
-from .dataset import open_dataset, split_path
+from .dataset import meta_path, open_dataset, split_path
 from .errors import UserError
 from .generation import generate_answers, token_budget
 from .records import FrameRecord
@@ -166,11 +166,37 @@ def run_target(run_dir: str | Path, checkpoint: str | int = "best") -> Target:
         notes=[note] if note else [])
 
 
-def model_target(model: str, adapter: str | Path | None = None, base: str | None = None) -> Target:
-    """A Target for a model key / Hub id / folder, with an optional adapter; studio.json beside it is honoured."""
+def _folder_convention(model: str, dataset: str | Path | None) -> tuple[str | None, str | None]:
+    """(convention, note) of a model folder without studio.json, from its config.json through the registry."""
+    from .registry import family_of_config, spec_for_config
+
+    folder = Path(model).expanduser()
+    config = _read_json(folder / "config.json") if folder.is_dir() else {}
+    spec = spec_for_config(config) if config else None
+    if spec is None:
+        return None, None
+    note = (f"convention {spec.convention} inferred from config.json (model_type {config.get('model_type')!r}, "
+            f"family {family_of_config(config)}); pass --convention to override")
+    data_convention = _read_json(meta_path(Path(dataset).expanduser())).get("convention") if dataset else None
+    if data_convention and data_convention != spec.convention:
+        note += (f"; the dataset was converted with convention {data_convention}: a model trained on its exported "
+                 f"files speaks that one (--convention {data_convention})")
+    return spec.convention, note
+
+
+def model_target(model: str, adapter: str | Path | None = None, base: str | None = None,
+                 convention: str | None = None, dataset: str | Path | None = None) -> Target:
+    """A Target for a model key / Hub id / folder, with an optional adapter; studio.json beside it is honoured.
+
+    A folder trained elsewhere (no studio.json, e.g. LLaMA-Factory's output) is scored with the convention of its
+    family, read from config.json (`model_type`, architectures); `convention` overrides every source.
+    """
+    from .coords import CONVENTIONS
     from .models import find_spec
 
     info: dict[str, Any] = {}
+    if convention is not None and convention not in CONVENTIONS:
+        raise UserError(f"unknown convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
     folder = Path(model).expanduser()
     if adapter is None and (folder / "adapter_config.json").is_file() and rundir.studio_path(folder).is_file():
         info = _read_json(rundir.studio_path(folder))  # an adapter export: its base (registry key) + the adapter
@@ -183,16 +209,21 @@ def model_target(model: str, adapter: str | Path | None = None, base: str | None
     elif Path(model).expanduser().is_dir():
         info = _read_json(rundir.studio_path(Path(model).expanduser()))
     spec = find_spec(model)
-    convention = info.get("convention") or (spec.convention if spec else None)
+    notes: list[str] = []
+    convention = convention or info.get("convention") or (spec.convention if spec else None)
     if convention is None:
-        raise UserError(f"cannot tell the coordinate convention of {model!r} (not in the registry and no studio.json)")
+        convention, note = _folder_convention(model, dataset)
+        notes += [note] if note else []
+    if convention is None:
+        raise UserError(f"cannot tell the coordinate convention of {model!r} (not in the registry, no studio.json "
+                        "and no known model_type in config.json): pass --convention")
     labels = info.get("label_map")
     name = f"{Path(model).name}+{adapter.name}" if adapter else Path(model).name
     return Target(model=model, adapter=str(adapter) if adapter else None,
                   base=base or (model if adapter else None), name=name, convention=convention,
                   tasks=info.get("tasks"), seed=info.get("seed"),
                   labels=sorted(labels) if isinstance(labels, dict | list) and labels else None,
-                  image_cap=info.get("max_image_size"), max_pixels=info.get("max_pixels"))
+                  image_cap=info.get("max_image_size"), max_pixels=info.get("max_pixels"), notes=notes)
 
 
 # -- running ------------------------------------------------------------------------------------------------------
@@ -316,9 +347,12 @@ def evaluate_model(model: str, adapter: str | Path | None = None, dataset: str |
                    split: str = "test", limit: int | None = None, batch_size: int = 8,
                    out: str | Path | None = None, with_base: bool = True, with_baseline: bool = True,
                    max_new_tokens: int | None = None, base: str | None = None,
-                   overwrite: bool | None = None) -> EvalResult:
-    """Evaluate a model key / Hub id / folder (+ adapter); base = the model without the adapter unless given."""
-    target = model_target(model, adapter, base)
+                   overwrite: bool | None = None, convention: str | None = None) -> EvalResult:
+    """Evaluate a model key / Hub id / folder (+ adapter); base = the model without the adapter unless given.
+
+    Any Hugging Face VLM folder works: without studio.json the convention comes from config.json (or `convention`).
+    """
+    target = model_target(model, adapter, base, convention=convention, dataset=dataset)
     return evaluate_target(target, dataset, split=split, limit=limit, batch_size=batch_size, out=out,
                            with_base=with_base, with_baseline=with_baseline, max_new_tokens=max_new_tokens,
                            overwrite=overwrite)

@@ -320,3 +320,35 @@ def check_allowed(spec: ModelSpec, revision: str | None = None) -> None:
                         f"the operator to allow-list it with {ALLOWLIST_ENV}='{spec.hub_id}@<commit>'")
     raise UserError(f"{spec.hub_id}@{revision} runs code from its Hub repo and is not allow-listed: the operator "
                     f"must add '{spec.hub_id}@{revision}' to {ALLOWLIST_ENV}")
+
+
+# config.json `model_type` (and architecture class prefixes) of each family, for model folders trained elsewhere
+MODEL_TYPES: dict[str, str] = {
+    "idefics3": "smolvlm", "smolvlm": "smolvlm", "llava": "llava", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl",
+    "qwen3_vl": "qwen3_vl", "paligemma": "paligemma", "florence2": "florence2", "llava_onevision": "llava_onevision",
+    "minicpmv": "minicpm", "cogvlm": "cogvlm"}
+ARCHITECTURES: dict[str, str] = {
+    "Idefics3": "smolvlm", "SmolVLM": "smolvlm", "LlavaOnevision": "llava_onevision", "Llava": "llava",
+    "Qwen2VL": "qwen2_vl", "Qwen2_5_VL": "qwen2_5_vl", "Qwen3VL": "qwen3_vl", "PaliGemma": "paligemma",
+    "Florence2": "florence2", "MiniCPMV": "minicpm", "CogVLM": "cogvlm"}
+
+
+def family_of_config(config: dict[str, object]) -> str | None:
+    """The registry family of a Hugging Face config.json (model_type first, then the architecture class names)."""
+    family = MODEL_TYPES.get(str(config.get("model_type") or "").lower())
+    if family:
+        return family
+    names = config.get("architectures")
+    for name in names if isinstance(names, list) else []:
+        for prefix, fam in ARCHITECTURES.items():  # longest prefixes first where they overlap (LlavaOnevision)
+            if str(name).startswith(prefix):
+                return fam
+    return None
+
+
+def spec_for_config(config: dict[str, object]) -> ModelSpec | None:
+    """The registry entry that stands for a model folder of this config: the first full-size model of its family."""
+    family = family_of_config(config)
+    specs = [s for s in SPECS if s.family == family]
+    real = [s for s in specs if not s.tiny]
+    return (real or specs)[0] if specs else None

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .dataset import split_path
 from .errors import UserError
 from .rundir import studio_path
 
@@ -33,8 +34,8 @@ CARD_END = "<!-- /serving-parity -->"
 
 def default_split(dataset: str | Path) -> str:
     """test, else val, else train: the first split the dataset has (`test` when it has no splits/)."""
-    splits = Path(dataset).expanduser() / "splits"
-    return next((name for name in ("test", "val", "train") if (splits / f"{name}.jsonl").is_file()), "test")
+    root = Path(dataset).expanduser()
+    return next((name for name in ("test", "val", "train") if split_path(root, name).is_file()), "test")
 
 
 def check_serving_parity(export_dir: str | Path, dataset: str | Path, split: str | None = None, limit: int = 20, *,

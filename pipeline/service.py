@@ -407,20 +407,66 @@ def checkpoint_choices(run_id: str) -> list[str]:
 def evaluate(run_id: str, checkpoint: str = "best", split_name: str = "test", limit: int | None = 32,
              ) -> tuple[dict[str, Any], list[tuple[Any, str]]]:
     """Score a run's checkpoint against its base model and the mean-box baseline; (metrics, gallery worst-first)."""
-    from .eval_score import METRIC_KEYS
     from .evaluate import evaluate_run
 
     result = evaluate_run(_run_dir(run_id), split=split_name or "test", limit=int(limit) if limit else None,
                           checkpoint=checkpoint or "best", batch_size=8)
+    return _eval_view(result, {"run_id": run_id, "checkpoint": checkpoint, "split": split_name})
+
+
+def _eval_view(result: Any, head: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[Any, str]]]:
+    """(metrics table as JSON, gallery worst-first) of an EvalResult."""
+    from .eval_score import METRIC_KEYS
+
     roles = list(result.comparison)  # model (fine-tuned), base, baseline
     names = getattr(result, "names", None) or {}
     rows = [[key, *[_round(result.comparison[r].get(key)) for r in roles]] for key in METRIC_KEYS
             if any(result.comparison[r].get(key) is not None for r in roles)]
-    info = {"run_id": run_id, "checkpoint": checkpoint, "split": split_name,
-            "columns": ["metric", *[names.get(r, r) for r in roles]],
+    info = {**head, "columns": ["metric", *[names.get(r, r) for r in roles]],
             "rows": rows, "metrics": {k: _round(v) for k, v in result.metrics.items() if _plain(v)},
             "notes": result.notes}
     return info, _gallery(Path(result.out) / "gallery" / "worst")
+
+
+# -- models trained elsewhere: any Hugging Face VLM folder in STUDIO_HOME/models -----------------------------------
+def model_folder_choices() -> list[str]:
+    """Names of the model folders (with a config.json) in STUDIO_HOME/models."""
+    root = home_dir("models")
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file())
+
+
+def import_model_zip(path: str | Path, name: str | None = None) -> str:
+    """Unpack an uploaded ZIP of a model folder (config.json at its top or in its one folder) into
+    STUDIO_HOME/models/<name>; returns the name."""
+    import shutil
+
+    from .safezip import extracted_zip
+
+    name = check_name(name or Path(path).stem, "model")
+    dest = home_dir("models") / name
+    if dest.exists():
+        raise UserError(f"a model named {name!r} already exists in the models folder")
+    with extracted_zip(path, tmp_dir=home_dir("cache")) as folder:
+        tops = [p for p in folder.iterdir() if not p.name.startswith(".")]
+        top = tops[0] if len(tops) == 1 and tops[0].is_dir() else folder
+        if not (top / "config.json").is_file():
+            raise UserError("the ZIP holds no model folder (no config.json at its top)", path)
+        shutil.move(str(top), str(dest))
+    return name
+
+
+def evaluate_folder(model_name: str, dataset: str, split_name: str = "test", limit: int | None = 32,
+                    convention: str | None = None) -> tuple[dict[str, Any], list[tuple[Any, str]]]:
+    """Score STUDIO_HOME/models/<model_name> (trained anywhere) on a dataset split; convention None: inferred."""
+    from .evaluate import evaluate_model
+
+    folder = home_dir("models") / check_name(model_name, "model")
+    if not (folder / "config.json").is_file():
+        raise UserError(f"no model folder named {model_name!r} (with a config.json) in the models folder")
+    result = evaluate_model(str(folder), dataset=dataset_dir(dataset), split=split_name or "test",
+                            limit=int(limit) if limit else None, batch_size=8, convention=convention or None)
+    return _eval_view(result, {"model": model_name, "dataset": dataset, "split": split_name})
 
 
 def _plain(value: Any) -> bool:

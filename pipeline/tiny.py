@@ -23,7 +23,7 @@ from .home import home_dir
 
 TINY_MODELS: tuple[str, ...] = ("tiny-smolvlm", "tiny-llava", "tiny-qwen2-vl")
 MARKER = "studio_model.json"  # written last: its presence means the folder is complete
-BUILD_VERSION = 4  # bump to rebuild cached tiny models after a recipe change
+BUILD_VERSION = 5  # bump to rebuild cached tiny models after a recipe change
 SEED = 0
 IMAGE_SIZE = 64
 TEXT = {"hidden_size": 96, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -241,13 +241,14 @@ BUILDERS: dict[str, Callable[[], Any]] = {
 
 
 def small_model_init(model: Any) -> None:
-    """Re-initialise for a narrow model: LeCun-normal weights, and 2-D sin-cos tables for square vision grids.
+    """Re-initialise for a narrow model: LeCun-normal weights, and 2-D sin-cos tables for vision position tables.
 
     Transformers initialises every matrix with std 0.02, a value tuned for hidden sizes in the thousands. At width
     64 it leaves the image path so weak that the tiny model first learns to answer from the prompt alone and looks
     at the image only hundreds of steps later. std = 1/sqrt(fan_in) keeps activations at unit scale, and a fixed
-    2-D position code (as MAE and many ViTs start from) tells each patch token where it sits from step 0.
-    docs/DEMO.md has the measurements.
+    2-D position code (as MAE and many ViTs start from) tells each patch token where it sits from step 0. Tables
+    with leading non-patch entries (CLIP's CLS) get zeros there and the code on the patch rows; the grid may be
+    non-square. docs/DEMO.md has the measurements.
     """
     import torch
 
@@ -255,20 +256,49 @@ def small_model_init(model: Any) -> None:
         for param in model.parameters():
             if param.dim() >= 2:
                 param.normal_(0.0, param[0].numel() ** -0.5)
-        for name, module in model.named_modules():
+        modules = dict(model.named_modules())
+        for name, module in modules.items():
             if name.endswith("embeddings.position_embedding") and isinstance(module, torch.nn.Embedding):
-                grid = math.isqrt(module.num_embeddings)
-                if grid * grid == module.num_embeddings and module.embedding_dim % 4 == 0:
-                    module.weight.copy_(sincos_2d(grid, module.embedding_dim))
+                layout = position_grid(modules.get(name.rsplit(".", 1)[0]), module.num_embeddings)
+                if layout is not None and module.embedding_dim % 4 == 0:
+                    rows, cols, extra = layout
+                    module.weight[:extra].zero_()
+                    module.weight[extra:].copy_(sincos_2d(rows, module.embedding_dim, cols))
 
 
-def sincos_2d(grid: int, dim: int) -> Any:
-    """(grid*grid, dim) position code, row-major: sin/cos of x then of y, dim/4 frequencies each."""
+def position_grid(embeddings: Any, entries: int) -> tuple[int, int, int] | None:
+    """(rows, cols, leading extra entries) of a vision position table of `entries` rows; None when unknown.
+
+    The grid comes from the embeddings module's image_size / patch_size (height, width may differ); without them a
+    square grid with 0 or 1 leading entries (CLS) is assumed when the count allows it.
+    """
+    def pair(value: Any) -> tuple[int, int] | None:
+        if isinstance(value, int):
+            return value, value
+        if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+            return value[0], value[1]
+        return None
+
+    size, patch = pair(getattr(embeddings, "image_size", None)), pair(getattr(embeddings, "patch_size", None))
+    if size and patch and patch[0] > 0 and patch[1] > 0:
+        rows, cols = size[0] // patch[0], size[1] // patch[1]
+        if 0 <= entries - rows * cols <= 1 and rows * cols > 0:
+            return rows, cols, entries - rows * cols
+    for extra in (0, 1):
+        grid = math.isqrt(entries - extra)
+        if grid > 0 and grid * grid == entries - extra:
+            return grid, grid, extra
+    return None
+
+
+def sincos_2d(grid: int, dim: int, cols: int | None = None) -> Any:
+    """(grid*cols, dim) position code of a grid x cols grid (cols defaults to grid), row-major: sin/cos of x then
+    of y, dim/4 frequencies each."""
     import torch
 
     quarter = dim // 4
     omega = 1.0 / (100.0 ** (torch.arange(quarter, dtype=torch.float32) / quarter))
-    ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(cols or grid), indexing="ij")
     parts = []
     for coord in (xs.flatten(), ys.flatten()):
         angles = coord[:, None].float() * omega[None]

@@ -154,16 +154,20 @@ def plan_run(cfg: TrainConfig, resume: bool = False, hardware: Hardware | None =
 # -- model ---------------------------------------------------------------------------------------------------
 # -- data -------------------------------------------------------------------------------------------------------
 class RowDataset:
-    """Rows for the collator; images above the cap are downscaled (aspect kept) when read."""
+    """Rows for the collator; images above the cap are downscaled (aspect kept) when read.
 
-    def __init__(self, rows: list[dict[str, Any]], cap: int | None = None) -> None:
-        self.rows, self.cap = rows, cap
+    With `tokens` (from tokenize_cache.cached_tokenize) each row also carries its token ids, for TokenizedCollator.
+    """
+
+    def __init__(self, rows: list[dict[str, Any]], cap: int | None = None,
+                 tokens: list[dict[str, Any]] | None = None) -> None:
+        self.rows, self.cap, self.tokens = rows, cap, tokens
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.rows[index]
+        row = self.rows[index] if self.tokens is None else {**self.rows[index], **self.tokens[index]}
         if not self.cap:
             return row
         from .collate import load_image
@@ -356,8 +360,8 @@ def _metrics(trainer: Any, output: Any) -> dict[str, Any]:
 
 def run_training(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     """Train as configured (resuming from the newest complete checkpoint when asked); see docs/TRAINING.md."""
-    from .collate import VisionLanguageCollator
     from .models import load_processor
+    from .tokenize_cache import TokenizedCollator
 
     rank, world = dist_info()
     main = rank == 0
@@ -371,7 +375,19 @@ def run_training(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     with args.main_process_first(desc="run folder"):
         if main:
             prepare_run_folder(config, plan, resume)
-    return _train(config, plan, args, processor, model, hw, resume, VisionLanguageCollator)
+    return _train(config, plan, args, processor, model, hw, resume, TokenizedCollator)
+
+
+def _datasets(cfg: TrainConfig, plan: Plan, processor: Any) -> tuple[RowDataset, RowDataset | None]:
+    """Train/eval datasets whose rows carry their token ids, tokenized once (cached in the dataset folder)."""
+    from .tokenize_cache import cached_tokenize
+
+    def dataset(rows: list[dict[str, Any]]) -> RowDataset:
+        tokens = cached_tokenize(processor, rows, plan.dataset, convention=plan.spec.convention,
+                                 max_length=cfg.data.max_length, cap=cfg.data.max_image_size)
+        return RowDataset(rows, cfg.data.max_image_size, tokens)
+
+    return dataset(plan.train_rows), dataset(plan.eval_rows) if plan.eval_rows else None
 
 
 def _train(cfg: TrainConfig, plan: Plan, args: Any, processor: Any, model: Any, hw: Hardware, resume: bool,
@@ -390,10 +406,12 @@ def _train(cfg: TrainConfig, plan: Plan, args: Any, processor: Any, model: Any, 
         log.warning(warning)
     result = TrainResult("failed", str(plan.run), resumed_from=_step_of(plan.checkpoint))
     try:
+        with args.main_process_first(desc="tokenize"):  # rank 0 fills the cache, the others read it
+            train_data, eval_data = _datasets(cfg, plan, processor)
         trainer = _trainer_class()(
-            model=model, args=args, train_dataset=RowDataset(plan.train_rows, cfg.data.max_image_size),
-            eval_dataset=RowDataset(plan.eval_rows, cfg.data.max_image_size) if plan.eval_rows else None,
-            data_collator=collator_cls(processor, max_length=cfg.data.max_length), processing_class=processor,
+            model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
+            data_collator=collator_cls(processor, pad_to_multiple_of=8 if args.device.type == "cuda" else None),
+            processing_class=processor,
             callbacks=[c for c in cbs.values() if c is not None])
         trainer.throughput = cbs["progress"].throughput
         trainer.remove_callback(PrinterCallback)  # progress.jsonl and train.log already carry every log

@@ -330,6 +330,72 @@ def test_evaluate_model_without_adapter(trained: tuple[Path, Path], tmp_path: Pa
         evaluate_model("tiny-smolvlm", adapter=tmp_path, dataset=ds)
 
 
+def _plain_folder(key: str, out: Path) -> Path:
+    """A model folder as LLaMA-Factory / plain transformers write it: save_pretrained only, no studio files."""
+    from pipeline.models import load_model, load_processor
+
+    load_model(key).save_pretrained(out)
+    load_processor(key).save_pretrained(out)
+    assert not (out / "studio.json").exists() and not (out / "studio_model.json").exists()
+    return out
+
+
+@pytest.mark.slow
+def test_a_folder_trained_elsewhere_is_scored_with_geometry(trained: tuple[Path, Path], tmp_path: Path, capsys):
+    from pipeline.cli import main
+    from pipeline.evaluate import model_target
+
+    ds, _ = trained
+    folder = _plain_folder("tiny-llava", tmp_path / "lf-output")
+    inferred = model_target(str(folder))
+    assert inferred.convention == "llava" and "model_type 'llava'" in inferred.notes[0]  # LLaVA-1.5's convention
+    assert main(["evaluate", "--model", str(folder), "--data", str(ds), "--convention", "json", "--limit", "3",
+                 "--batch-size", "3", "--out", str(tmp_path / "e")]) == 0
+    assert "| metric | " in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["meta"]["convention"] == "json" and metrics["n"] == 3 and "miou" in metrics
+    rows = [json.loads(line) for line in (tmp_path / "e" / "predictions.jsonl").read_text().splitlines()]
+    assert all("iou" in row and "truth" in row for row in rows)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "mystery", "architectures": ["X"]}))
+    with pytest.raises(UserError, match="pass --convention"):
+        model_target(str(folder))
+    with pytest.raises(UserError, match="unknown convention"):
+        model_target(str(folder), convention="nope")
+
+
+@pytest.mark.slow
+def test_app_service_scores_an_uploaded_model_folder(studio_home: Path, tmp_path: Path):
+    import shutil
+
+    from pipeline import service
+
+    make_dataset(studio_home / "datasets" / "elsewhere-ds")
+    folder = _plain_folder("tiny-llava", tmp_path / "lf-llava")
+    archive = shutil.make_archive(str(tmp_path / "lf-llava"), "zip", tmp_path, "lf-llava")
+    assert service.import_model_zip(archive) == "lf-llava" and "lf-llava" in service.model_folder_choices()
+    assert (studio_home / "models" / "lf-llava" / "config.json").is_file() and folder.is_dir()
+    with pytest.raises(UserError, match="already exists"):
+        service.import_model_zip(archive)
+    info, gallery = service.evaluate_folder("lf-llava", "elsewhere-ds", "test", 2, convention="json")
+    assert info["columns"][0] == "metric" and any(row[0] == "miou" for row in info["rows"])
+    assert info["model"] == "lf-llava" and isinstance(gallery, list)
+    with pytest.raises(UserError, match="no model folder"):
+        service.evaluate_folder("missing", "elsewhere-ds")
+
+
+def test_family_of_config_reads_model_type_then_architectures():
+    from pipeline.registry import family_of_config, spec_for_config
+
+    assert family_of_config({"model_type": "idefics3"}) == "smolvlm"
+    qwen = {"model_type": "x", "architectures": ["Qwen2_5_VLForConditionalGeneration"]}
+    assert family_of_config(qwen) == "qwen2_5_vl"
+    assert family_of_config({"architectures": ["LlavaOnevisionForConditionalGeneration"]}) == "llava_onevision"
+    assert family_of_config({"model_type": "bert"}) is None and spec_for_config({"model_type": "bert"}) is None
+    assert spec_for_config({"model_type": "qwen2_vl"}).convention == "qwen2_vl"
+    assert spec_for_config({"model_type": "llava"}).key == "llava-1.5-7b"
+
+
 # -- during training -------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_geometry_callback_in_a_real_trainer(trained: tuple[Path, Path], tmp_path: Path):

@@ -64,6 +64,26 @@ def test_weights_are_initialised_for_a_narrow_model(loaded):
         assert torch.allclose(table, sincos_2d(4, table.shape[1]))
         assert torch.allclose(table[1, :16], torch.sin(torch.ones(16) / 100.0 ** (torch.arange(16) / 16)))
         assert torch.equal(table[4, :32], table[0, :32]) and not torch.equal(table[4], table[0])  # same x, next y
+    if key == "tiny-llava":  # CLIP: a CLS entry, then 64 px / 8 px patches = an 8x8 grid
+        table = model.model.vision_tower.embeddings.position_embedding.weight
+        assert table.shape[0] == 1 + 8 * 8
+        assert torch.allclose(table[1:], sincos_2d(8, table.shape[1])) and not table[0].any()
+
+
+def test_position_code_handles_a_cls_entry_and_non_square_grids():
+    from types import SimpleNamespace
+
+    from pipeline.tiny import position_grid
+
+    assert position_grid(SimpleNamespace(image_size=64, patch_size=8), 65) == (8, 8, 1)
+    assert position_grid(SimpleNamespace(image_size=(48, 80), patch_size=16), 15) == (3, 5, 0)
+    assert position_grid(SimpleNamespace(image_size=(48, 80), patch_size=(16, 16)), 16) == (3, 5, 1)
+    assert position_grid(None, 17) == (4, 4, 1) and position_grid(None, 16) == (4, 4, 0)
+    assert position_grid(None, 15) is None
+    code = sincos_2d(3, 8, cols=5)
+    assert code.shape == (15, 8)
+    assert torch.equal(code[5, :4], code[0, :4]) and not torch.equal(code[5, 4:], code[0, 4:])  # same x, next y
+    assert torch.equal(code[1, 4:], code[0, 4:]) and not torch.equal(code[1, :4], code[0, :4])  # next x, same y
 
 
 def test_tokenizer_splits_digits_and_json_punctuation(loaded):

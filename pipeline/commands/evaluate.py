@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", nargs="?", metavar="RUN", help="a run folder written by `train`")
     parser.add_argument("--model", metavar="M", help="instead of RUN: a registry key, Hub id or model folder")
     parser.add_argument("--adapter", metavar="DIR", help="with --model: a LoRA adapter folder")
+    parser.add_argument("--convention", metavar="NAME",
+                        help="with --model: the coordinate convention of the answers (json, llava, qwen2_vl, ...); "
+                             "default: studio.json, the registry, or the family in the folder's config.json")
     parser.add_argument("--data", metavar="DATASET", help="converted dataset (default: the one RUN trained on)")
     parser.add_argument("--split", default="test", help="split to score: test, val or train (default test)")
     parser.add_argument("--limit", type=_positive, metavar="N", help="score a fixed spread of N examples")
@@ -78,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         return _endpoint(args)
     if bool(args.run) == bool(args.model):
         raise UserError("give a RUN folder, --model M or --endpoint URL (one of them)")
+    if args.convention and not args.model:
+        raise UserError("--convention goes with --model (a RUN already knows its convention)")
     if args.adapter and not args.model:
         raise UserError("--adapter goes with --model (a RUN already knows its adapter)")
     common = {"split": args.split, "limit": args.limit, "batch_size": args.batch_size, "out": args.out,
@@ -119,4 +124,4 @@ def _evaluate(args: argparse.Namespace, common: dict[str, Any]) -> Any:
 
     if args.run:
         return evaluate_run(args.run, dataset=args.data, checkpoint=args.checkpoint, **common)
-    return evaluate_model(args.model, adapter=args.adapter, dataset=args.data, **common)
+    return evaluate_model(args.model, adapter=args.adapter, dataset=args.data, convention=args.convention, **common)
