@@ -7,6 +7,7 @@ import inspect
 import logging
 import os
 import re
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -84,3 +85,20 @@ def choices_update(choices: list[Any], value: Any = None) -> dict[str, Any]:
 def records(rows: list[dict[str, Any]], columns: list[str]) -> list[list[Any]]:
     """Dict rows as table rows in `columns` order."""
     return [[row.get(c) for c in columns] for row in rows]
+
+
+
+def _any_string(self: gr.Dropdown) -> dict[str, Any]:
+    if self.multiselect:
+        return {"type": "array", "items": {"type": "string"}}
+    return {"type": "string"}
+
+
+def Choice(*args: Any, **kwargs: Any) -> gr.Dropdown:  # noqa: N802 - used like a component class
+    """A dropdown whose choices load at run time (datasets, runs, exports): over the API it takes any string, which
+    `pipeline.service` validates, instead of an enum fixed when the page was built (often empty). (An instance
+    attribute, not a subclass: gradio writes a .pyi file beside every Component subclass.)"""
+    kwargs.setdefault("allow_custom_value", True)
+    dropdown = gr.Dropdown(*args, **kwargs)
+    dropdown.api_info = types.MethodType(_any_string, dropdown)  # type: ignore[method-assign]
+    return dropdown
