@@ -30,8 +30,16 @@ def _private_roots() -> list[str]:
     return sorted({os.path.realpath(r) for r in roots} | roots, key=len, reverse=True)
 
 
+CLI_WORDS = [(re.compile(r"pass (?:it|the session video) with --video(?: VIDEO)?"),
+              "upload the video together with the export"),
+             (re.compile(r"\(?run `python -m pipeline split`\)?"), "(split it in the Quality & Split tab)")]
+
+
 def public_message(text: str) -> str:
-    """The message with every path under a private server folder cut down to its file name."""
+    """The message with every path under a private server folder cut down to its file name, and command-line
+    advice put in the app's words."""
+    for pattern, words in CLI_WORDS:
+        text = pattern.sub(words, text)
     for root in _private_roots():
         text = re.sub(re.escape(root.rstrip("/")) + r"/[^\s:'\"]*", lambda m: os.path.basename(m.group(0)), text)
     return text
