@@ -97,7 +97,8 @@ def build() -> dict[str, Any]:
         gr.Markdown(INTRO)
         with gr.Row():
             files = gr.File(label="Export files (ZIP / JSON / JSONL + video or frames, optional labels.json)",
-                            file_count="multiple", file_types=UPLOAD_TYPES, type="filepath", scale=2)
+                            file_count="multiple", file_types=UPLOAD_TYPES, type="filepath", scale=2,
+                            elem_id="data-files")
             with gr.Column(scale=1):
                 sample_btn = gr.Button("Load the built-in sample", variant="primary", elem_id="load-sample")
                 sample = gr.Checkbox(False, label="Use the built-in sample", elem_id="use-sample")
