@@ -93,9 +93,11 @@ def build() -> dict[str, Any]:
         with gr.Accordion("Evaluation (JSON)", open=False):
             info = gr.JSON(label="Evaluation")
 
-    tab.select(refresh_runs, run, run, api_visibility="private")
-    gr.on([run.change, split.change], run_changed, [run, split],
-          [checkpoint, split_warning, allow, info, table, gallery, eval_status], api_visibility="private")
+    shown = {"fn": run_changed, "inputs": [run, split],
+             "outputs": [checkpoint, split_warning, allow, info, table, gallery, eval_status],
+             "api_visibility": "private"}
+    tab.select(refresh_runs, run, run, api_visibility="private").then(**shown)  # the saved evaluation, re-shown
+    gr.on([run.input, split.input], **shown)
     hidden = status.hidden_button()
     hidden.click(evaluate, [run, checkpoint, split, limit], [info, table, gallery], api_name="evaluate")
     evaluate_btn.click(status.with_status(evaluate, "Evaluation", evaluate_summary, 3),

@@ -119,8 +119,10 @@ def build() -> dict[str, Any]:
             result = gr.JSON(label="Export")
             pushed = gr.JSON(label="Pushed")
 
-    tab.select(refresh, [run, exported], [run, exported], api_visibility="private")
-    run.change(saved, run, [result, card, download, exported, export_status], api_visibility="private")
+    shown = {"fn": saved, "inputs": run, "outputs": [result, card, download, exported, export_status],
+             "api_visibility": "private"}
+    tab.select(refresh, [run, exported], [run, exported], api_visibility="private").then(**shown)
+    run.input(**shown)
     status.action(export_btn.click, export, [run, mode, checkpoint], [result, card, download, exported],
                   export_status, api_name="export", what="Export", summary=export_summary)
     status.action(push_btn.click, push_to_hub, [exported, repo, private, token], [pushed, token], push_status,

@@ -38,12 +38,12 @@ def render_hidden() -> None:
 
 def ok(text: str) -> str:
     """A success status line (Markdown)."""
-    return f'<div class="status-ok" data-status="ok">✅ {text}</div>'
+    return f'<div class="status-ok" data-status="ok">✓ {text}</div>'
 
 
 def fail(what: str, message: str) -> str:
     """A failure status line: what failed and why (escaped: a message is plain text)."""
-    return (f'<div class="status-error" data-status="error">❌ <b>{html.escape(what)} failed:</b> '
+    return (f'<div class="status-error" data-status="error">✗ <b>{html.escape(what)} failed:</b> '
             f"{html.escape(message)}</div>")
 
 

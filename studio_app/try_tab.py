@@ -82,8 +82,9 @@ def build() -> dict[str, Any]:
         found = gr.State([])
         truth = gr.State(None)
 
-    tab.select(refresh_runs, run, run, api_visibility="private")
-    run.change(frames, run, [frame, found, prompt], api_visibility="private")
+    shown = {"fn": frames, "inputs": run, "outputs": [frame, found, prompt], "api_visibility": "private"}
+    tab.select(refresh_runs, run, run, api_visibility="private").then(**shown)
+    run.input(**shown)
     frame.input(pick, [frame, found], [image, truth], api_visibility="private")
     image.upload(lambda: None, None, truth, api_visibility="private", queue=False)
     status.action(try_btn.click, try_model, [run, image, prompt, truth], [result, fine, base], try_status,
