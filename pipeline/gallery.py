@@ -74,8 +74,9 @@ def caption(row: dict[str, Any]) -> list[str]:
     return [head, f"answer: {row.get('answer') or '(empty)'}", f"truth: {row.get('truth_answer', '')}"]
 
 
-def render_overlay(frame: Any, row: dict[str, Any], side: int = 256) -> Any:
-    """The frame scaled so its longer side is `side`, truth and prediction drawn on it, and a caption strip below."""
+def render_overlay(frame: Any, row: dict[str, Any], side: int = 256, lines: list[str] | None = None) -> Any:
+    """The frame scaled so its longer side is `side`, truth and prediction drawn on it, and a caption strip below
+    (`lines`, else the example's task, score and answers)."""
     from PIL import Image, ImageDraw
 
     frame = frame.convert("RGB")
@@ -92,7 +93,7 @@ def render_overlay(frame: Any, row: dict[str, Any], side: int = 256) -> Any:
             draw_shape(draw, points, scale, colour, width)
     if not row.get("parse_ok", True):
         draw.rectangle([0, 0, size[0] - 1, size[1] - 1], outline=PRED, width=width * 2)
-    return _with_caption(image, caption(row))
+    return _with_caption(image, lines if lines is not None else caption(row))
 
 
 def _with_caption(image: Any, lines: list[str]) -> Any:

@@ -132,8 +132,10 @@ def hardware() -> Any:
 def convert_inputs(files: Sequence[str | Path] | None, name: str, *, sample: bool = False,
                    labels: dict[int, str] | None = None, tasks: Sequence[str] = DEFAULT_TASKS,
                    family: str = DEFAULT_MODEL, every: int = 1, max_frames: int | None = None,
-                   overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
-    """Convert uploads (or the sample) into STUDIO_HOME/datasets/<name>; names typed in the editor win."""
+                   overwrite: bool = False, progress: bool = False, allow_overlay_frames: bool = False,
+                   include_auto: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Convert uploads (or the sample) into STUDIO_HOME/datasets/<name>; names typed in the editor win (every
+    option of `python -m pipeline convert` is a keyword here)."""
     from .ingest import convert
     from .registry import resolve_convention
 
@@ -146,7 +148,9 @@ def convert_inputs(files: Sequence[str | Path] | None, name: str, *, sample: boo
         summary = convert(inputs.annotations, out, video=inputs.videos, images=inputs.images, labels=names or None,
                           convention=resolve_convention(family or DEFAULT_MODEL), tasks=list(tasks or DEFAULT_TASKS),
                           every=int(every or 1), max_frames=int(max_frames) if max_frames else None,
-                          progress=progress, overwrite=overwrite, family=family or DEFAULT_MODEL)
+                          progress=progress, overwrite=overwrite, family=family or DEFAULT_MODEL,
+                          allow_overlay_frames=bool(allow_overlay_frames), include_auto=bool(include_auto),
+                          seed=int(seed or 0))
     return {"dataset": name, "frames": summary.frames, "objects": summary.objects, "labels": summary.labels,
             "videos": summary.videos, "issues": summary.issues, "warnings": summary.warnings[:20],
             "files": summary.files}
@@ -157,15 +161,52 @@ def validate_dataset(name: str) -> dict[str, Any]:
     """Run the quality rules on a dataset; report files in STUDIO_HOME/reports/<name>/ (replaced on each run)."""
     from .quality import run_rules, write_report
 
-    report = write_report(run_rules(dataset_dir(name)), home_dir("reports") / name, overwrite=True)
+    write_report(run_rules(dataset_dir(name)), home_dir("reports") / name, overwrite=True)
+    return _report_view(name)
+
+
+def _report_view(name: str) -> dict[str, Any]:
+    """The saved quality report of a dataset as the app shows it: counts and the findings table (no record ids),
+    plots and the report files; every server path replaced by the dataset's name."""
+    import json
+
     folder = home_dir("reports") / name
-    text = (folder / "report.md").read_text(encoding="utf-8")
-    return {"dataset": name, "passed": report.passed, "summary": report.summary,
-            "findings": [{"rule": f.rule, "severity": f.severity, "message": f.message, "records": len(f.records)}
-                         for f in report.findings],
-            "markdown": text.split("\n## Plots")[0],
+    saved = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    text = (folder / "report.md").read_text(encoding="utf-8").replace(str(dataset_dir(name)), name)
+    concise = text.split("\n## Errors")[0].split("\n## Plots")[0].rstrip()  # counts and the findings table
+    summary = {**saved.get("summary", {}), "dataset": name}  # a name, never the server folder
+    findings = saved.get("findings") or []
+    return {"dataset": name, "passed": bool(summary.get("passed")), "summary": summary,
+            "findings": [{"rule": f.get("rule"), "severity": f.get("severity"), "message": f.get("message"),
+                          "records": len(f.get("records") or [])} for f in findings],
+            "markdown": concise + "\n\nThe record ids of each finding and how to fix it: report.md (download below).",
             "plots": [str(p) for p in sorted(folder.glob("*.png"))],
             "files": [str(folder / "report.md"), str(folder / "report.json")]}
+
+
+def saved_dataset_state(name: str) -> dict[str, Any]:
+    """What is on disk for a dataset: {"report": as validate_dataset returns it or None, "split": as split returns
+    it or None} (re-shown after a reload or when the dataset is picked again)."""
+    from .viewer import saved_split
+
+    root = dataset_dir(name)
+    report = _report_view(name) if (home_dir("reports") / name / "report.json").is_file() else None
+    return {"report": report, "split": saved_split(root)}
+
+
+def browse_dataset(name: str, split_name: str = "all", task: str = "all", label: str = "all", start: int = 0,
+                   count: int = 12) -> dict[str, Any]:
+    """A page of a dataset's training examples (image with boxes, prompt, target answer); see viewer.browse."""
+    from .viewer import browse
+
+    return browse(dataset_dir(name), split_name, task, label, int(start or 0), int(count or 12))
+
+
+def dataset_options(name: str) -> dict[str, list[str]]:
+    """The splits, tasks and labels a dataset's viewer filters by."""
+    from .viewer import options
+
+    return options(dataset_dir(name))
 
 
 def split(name: str, strategy: str = "temporal", ratios: str | Sequence[float] = "0.8,0.1,0.1",
@@ -287,11 +328,77 @@ def check_training(dataset: str | None, model: str, preset: str, text: str, max_
     except UserError as exc:
         return {"errors": [str(exc)], "warnings": [], "memory": None}
     plan = check(cfg, hardware())
-    errors = list(plan.errors)
+    errors, warnings = list(plan.errors), list(plan.warnings)
     if not dataset:
         errors.insert(0, "data: pick a converted dataset (Data tab)")
+    problem = model_unavailable(cfg.model.name)
+    if problem:
+        errors.insert(0, problem)
+    rate = cfg.training.learning_rate
+    if rate and rate > 0.01:
+        warnings.insert(0, f"training.learning_rate: {rate:g} is far above the usual 1e-5 to 5e-4 (LoRA): "
+                           "training will likely diverge")
+    dataset_note = _split_warning(dataset)
+    if dataset_note:
+        warnings.insert(0, dataset_note)
     memory = _memory_view(cfg, plan.memory) if plan.memory is not None else None
-    return {"errors": errors, "warnings": plan.warnings, "memory": memory}
+    return {"errors": errors, "warnings": warnings, "memory": memory}
+
+
+def _split_warning(dataset: str | None) -> str | None:
+    if not dataset:
+        return None
+    from .dataset import open_dataset
+
+    try:
+        names = open_dataset(dataset_dir(dataset)).split_names()
+    except UserError:
+        return None
+    if names:
+        return None
+    return (f"data: {dataset!r} has no splits: training uses every frame and Evaluate would score training data "
+            "(split it in the Quality & Split tab)")
+
+
+_AVAILABLE: dict[str, tuple[float, str | None]] = {}
+
+
+def model_unavailable(model: str, ttl: float = 300.0) -> str | None:
+    """Why a model's weights cannot be loaded here (neither in the Hugging Face cache nor reachable on the Hub),
+    or None. Tiny models and local folders are always available; the answer is kept for `ttl` seconds."""
+    import time
+
+    from .models import find_spec
+
+    spec = find_spec(model)
+    if spec is None or spec.tiny or Path(model).expanduser().is_dir():
+        return None
+    cached = _AVAILABLE.get(spec.hub_id)
+    if cached and time.monotonic() - cached[0] < ttl:
+        return cached[1]
+    problem = None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(spec.hub_id, "config.json")
+    except Exception:  # noqa: BLE001 - a cache that cannot be read counts as empty
+        hit = None
+    if not isinstance(hit, str):
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or \
+            os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in ("1", "true", "yes")
+        if offline:
+            problem = (f"model.name: {spec.hub_id} is not in the Hugging Face cache and this machine is offline "
+                       "(HF_HUB_OFFLINE): download it first, or pick a tiny-* model")
+        else:
+            try:
+                from huggingface_hub import HfApi
+
+                HfApi().model_info(spec.hub_id, timeout=5)
+            except Exception as exc:  # noqa: BLE001 - any failure means the weights cannot be fetched
+                problem = (f"model.name: {spec.hub_id} is not in the Hugging Face cache and the Hub cannot be "
+                           f"reached ({type(exc).__name__}): download it first, or pick a tiny-* model")
+    _AVAILABLE[spec.hub_id] = (time.monotonic(), problem)
+    return problem
 
 
 # -- jobs ------------------------------------------------------------------------------------------------------
@@ -303,7 +410,8 @@ def start_training(dataset: str, model: str = DEFAULT_MODEL, preset: str = DEFAU
     if not dataset:
         raise UserError("pick a converted dataset to train on (Data tab)")
     cfg = training_config(dataset, model, preset, text, max_steps)
-    spec = prepare_train(train_config=cfg, name=check_name(name, "run name") if name else None)
+    spec = prepare_train(train_config=cfg, name=check_name(name, "run name") if name else None,
+                         tags=[f"preset:{preset or DEFAULT_PRESET}"])
     job = backend().submit(spec)
     return {"job_id": job.id, "run_id": job.run_id, "status": job.status, "position": job.position,
             "model": cfg.model.name, "max_steps": cfg.training.max_steps}
@@ -333,6 +441,29 @@ def job_to_follow() -> int | None:
         if ids:
             return max(ids)
     return max((j.id for j in jobs), default=None)
+
+
+def job_form(job_id: int) -> dict[str, Any] | None:
+    """The Train form of a job's run (RUN/config.yaml): {"dataset", "model", "preset", "yaml", "fields", "run_name",
+    "max_steps"}; None when the job or its config is gone (a reloaded page then keeps the preset's form)."""
+    from .config import load_config
+    from .experiments import get_experiment
+    from .rundir import config_path
+
+    try:
+        job = backend().get(int(job_id))
+        cfg = load_config(config_path(job.run_dir))
+    except Exception:  # noqa: BLE001 - a job without a readable config keeps the default form
+        return None
+    try:
+        exp = get_experiment(job.run_id, store=backend().store)
+        name, preset = exp.name, _preset_of(exp)
+    except Exception:  # noqa: BLE001 - the experiment row is optional here
+        name, preset = "", None
+    dataset = Path(cfg.data.path).name if cfg.data.path else None
+    return {"dataset": dataset, "model": cfg.model.name, "preset": preset, "yaml": config_yaml(cfg),
+            "fields": form_values(cfg), "run_name": "" if name == f"{cfg.model.name}-{job.run_id}" else name,
+            "job_id": job.id, "status": job.status}
 
 
 def cancel_job(job_id: int) -> dict[str, Any]:
@@ -384,7 +515,8 @@ def run_choices() -> list[tuple[str, str]]:
     """(label, run id) of the experiments, newest first."""
     from .experiments import list_experiments
 
-    return [(f"{e.name} · {e.status}", e.run_id) for e in list_experiments(store=backend().store)]
+    return [(f"{e.name} · {e.status}" + (" · smoke test" if _preset_of(e) == "quick_test" else ""), e.run_id)
+            for e in list_experiments(store=backend().store)]
 
 
 def _run_dir(run_id: str) -> Path:
@@ -404,14 +536,98 @@ def checkpoint_choices(run_id: str) -> list[str]:
     return ["best", "last", *(str(step) for step, _ in list_checkpoints(_run_dir(run_id)))]
 
 
+def run_dataset(run_id: str) -> dict[str, Any]:
+    """The dataset a run trained on: {"name", "splits", "exists"} (names only, never the server folder)."""
+    import json
+
+    from .dataset import is_dataset, open_dataset
+    from .rundir import studio_path
+
+    run = _run_dir(run_id)
+    try:
+        info = json.loads(studio_path(run).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = {}
+    folder = info.get("dataset") or ""
+    if not folder:
+        from .config import load_config
+        from .rundir import config_path
+
+        folder = load_config(config_path(run)).data.path if config_path(run).is_file() else ""
+    exists = bool(folder) and is_dataset(folder)
+    return {"name": Path(folder).name if folder else None, "exists": exists,
+            "splits": open_dataset(folder).split_names() if exists else [], "folder": folder}
+
+
+def is_smoke_test(run_id: str) -> bool:
+    """True for a run trained with the quick_test preset (a smoke test: its metrics mean nothing)."""
+    from .experiments import get_experiment
+
+    exp = get_experiment(run_id.strip(), store=backend().store)
+    return _preset_of(exp) == "quick_test"
+
+
+def _preset_of(exp: Any) -> str | None:
+    """The preset a run was started from (the app tags its runs `preset:NAME`); None when unknown."""
+    return next((t.split(":", 1)[1] for t in exp.tags or [] if t.startswith("preset:")), None)
+
+
+NO_SPLIT = ("the run's dataset has no splits: evaluating would score frames the model trained on. Split it in the "
+            "Quality & Split tab, or tick 'evaluate on the training data anyway'")
+
+
 def evaluate(run_id: str, checkpoint: str = "best", split_name: str = "test", limit: int | None = 32,
-             ) -> tuple[dict[str, Any], list[tuple[Any, str]]]:
-    """Score a run's checkpoint against its base model and the mean-box baseline; (metrics, gallery worst-first)."""
+             allow_no_split: bool = True) -> tuple[dict[str, Any], list[tuple[Any, str]]]:
+    """Score a run's checkpoint against its base model and the mean-box baseline; (metrics, gallery worst-first).
+
+    With allow_no_split=False a run whose dataset has no splits is refused (it would score the training data)."""
     from .evaluate import evaluate_run
 
+    if not allow_no_split:
+        data = run_dataset(run_id)
+        if data["exists"] and not data["splits"]:
+            raise UserError(NO_SPLIT)
     result = evaluate_run(_run_dir(run_id), split=split_name or "test", limit=int(limit) if limit else None,
                           checkpoint=checkpoint or "best", batch_size=8)
-    return _eval_view(result, {"run_id": run_id, "checkpoint": checkpoint, "split": split_name})
+    saved = saved_evaluation(run_id, split_name or "test", checkpoint)
+    return (saved[0] if saved else {}), _gallery(Path(result.out) / "gallery" / "worst")
+
+
+def saved_evaluation(run_id: str, split_name: str = "test", checkpoint: str | None = None,
+                     ) -> tuple[dict[str, Any], list[tuple[Any, str]]] | None:
+    """The evaluation of a run's split saved on disk (RUN/eval/<split>/comparison.json), as `evaluate` returns it;
+    None when the split was never evaluated."""
+    import json
+
+    from .eval_score import METRIC_KEYS
+    from .rundir import eval_path
+
+    folder = eval_path(_run_dir(run_id), split_name or "test")
+    try:
+        saved = json.loads((folder / "comparison.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    metrics, names, meta = saved.get("metrics") or {}, saved.get("names") or {}, saved.get("meta") or {}
+    roles = list(metrics)
+    rows = [[key, *[_round(metrics[r].get(key)) for r in roles]] for key in METRIC_KEYS
+            if any(metrics[r].get(key) is not None for r in roles)]
+    smoke = is_smoke_test(run_id)
+    notes = list(meta.get("notes") or [])
+    if smoke:
+        notes.insert(0, "smoke test (quick_test preset): a few steps on a tiny model; these metrics are expected "
+                        "to be near zero and say nothing about the data")
+    info = {"run_id": run_id, "checkpoint": checkpoint or meta.get("checkpoint"), "split": split_name,
+            "step": meta.get("step"), "examples": (metrics.get("model") or {}).get("n"),
+            "columns": ["metric", *[names.get(r, r) for r in roles]], "rows": rows,
+            "metrics": {k: _round(v) for k, v in (metrics.get("model") or {}).items() if _plain(v)},
+            "notes": [public_note(n) for n in notes], "smoke_test": smoke}
+    return info, _gallery(folder / "gallery" / "worst")
+
+
+def public_note(text: str) -> str:
+    """A message with the studio's own folders shown by name (STUDIO_HOME/x/y -> y)."""
+    home = str(studio_home())
+    return re.sub(re.escape(home.rstrip("/")) + r"/(?:[^\s/]+/)*([^\s/:'\"]+)", r"\1", text)
 
 
 def _eval_view(result: Any, head: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[Any, str]]]:
@@ -499,8 +715,50 @@ def export(run_id: str, mode: str = "adapter", checkpoint: str = "best", progres
                         progress=progress)
     card = result.out_dir / "README.md"
     return {"export": name, "mode": result.mode, "source": result.source, "step": result.step, "files": result.files,
-            "notes": result.notes, "parity": (result.parity or {}).get("all_match"), "zip": str(result.zip_path),
-            "card": card.read_text(encoding="utf-8") if card.is_file() else ""}
+            "notes": [public_note(str(n)) for n in result.notes or []],
+            "parity": (result.parity or {}).get("all_match"), "zip": Path(result.zip_path).name,
+            "zip_path": str(result.zip_path), "card": card.read_text(encoding="utf-8") if card.is_file() else ""}
+
+
+def saved_export(run_id: str) -> dict[str, Any] | None:
+    """The newest export of a run still on disk: {"export", "mode", "zip", "zip_path", "card"}; None."""
+    run = _run_dir(run_id)
+    found = [home_dir("exports") / f"{run.name}-{mode}" for mode in ("adapter", "merged")]
+    found = [f for f in found if (f / "README.md").is_file()]
+    if not found:
+        return None
+    folder = max(found, key=lambda f: f.stat().st_mtime)
+    archive = folder.with_suffix(".zip") if folder.with_suffix(".zip").is_file() else None
+    return {"export": folder.name, "mode": folder.name.rsplit("-", 1)[-1], "zip": archive.name if archive else None,
+            "zip_path": str(archive) if archive else None, "card": (folder / "README.md").read_text(encoding="utf-8")}
+
+
+# -- Try tab ---------------------------------------------------------------------------------------------------
+def held_out_frames(run_id: str) -> list[dict[str, Any]]:
+    """Held-out frames (test, else val) of the run's dataset with their truth boxes."""
+    from .try_model import held_out_frames as frames
+
+    data = run_dataset(run_id)
+    if not data["exists"]:
+        raise UserError(f"the run's dataset {data['name']!r} is no longer there: upload an image instead")
+    return frames(data["folder"])
+
+
+def try_model(run_id: str, image: str | Path | None, prompt: str, truth: list[dict[str, Any]] | None = None,
+              checkpoint: str = "best", with_base: bool = True) -> tuple[dict[str, Any], Any, Any]:
+    """(result {"answer", "boxes", "parse_ok", "base": {...}, "truth"}, the image with the fine-tuned answer drawn,
+    the image with the base model's answer drawn (None for a full fine-tune))."""
+    from .try_model import draw, truth_for, try_run
+
+    if not image:
+        raise UserError("upload an image or pick a held-out frame")
+    result = try_run(_run_dir(run_id), image, prompt, checkpoint or "best", with_base=with_base)
+    shown = truth_for(truth, prompt) if truth else None
+    result["truth"] = shown
+    result["notes"] = [public_note(str(n)) for n in result.get("notes") or []]
+    fine = draw(image, result, shown, "fine-tuned")
+    base = draw(image, result["base"], shown, f"base ({result.get('model')})") if result.get("base") else None
+    return result, fine, base
 
 
 def list_exports() -> list[str]:
@@ -520,7 +778,24 @@ def push(export_name: str, repo_id: str, token: str, private: bool = True) -> di
 
 # -- Experiments tab -------------------------------------------------------------------------------------------
 EXPERIMENT_COLUMNS = ["run_id", "name", "status", "model", "method", "steps", "final_loss", "best_metric",
-                      "seconds", "created"]
+                      "seconds", "created", "metric", "preset", "learning_rate", "lora_r", "batch_size", "max_steps"]
+EXPERIMENT_HEADERS = {"best_metric": "best value of the metric", "metric": "metric (best checkpoint by)",
+                      "final_loss": "final train loss"}
+
+
+def _check_conditions(conditions: list[str], store: Any) -> None:
+    """A malformed filter is refused with a reason instead of silently emptying the table."""
+    from .experiments import _MISSING, lookup, parse_condition
+    from .experiments import list_experiments as query
+
+    everything = query(store=store)
+    for text in conditions:
+        key, _op, value = parse_condition(text)
+        if value == "" or value is None:
+            raise UserError(f"condition {text!r} has no value after the operator")
+        if everything and all(lookup(exp, key) is _MISSING for exp in everything):
+            raise UserError(f"condition {text!r}: no experiment has a field {key!r} (try lora.r, "
+                            "training.learning_rate, model.name, final_loss, steps)")
 
 
 def list_experiments(status: str | None = None, model: str | None = None, where: str = "",
@@ -531,15 +806,21 @@ def list_experiments(status: str | None = None, model: str | None = None, where:
     from .experiments import list_experiments as query
 
     conditions = [c.strip() for c in re.split(r"[,\n]", where or "") if c.strip()]
+    _check_conditions(conditions, backend().store)
     rows = []
     for exp in query(status=status or None, model=model or None, where=conditions, sort=sort or "created",
                      descending=descending, store=backend().store):
-        summary = exp.summary or {}
+        summary, config = exp.summary or {}, exp.config or {}
+        training, lora = config.get("training") or {}, config.get("lora") or {}
         rows.append({"run_id": exp.run_id, "name": exp.name, "status": exp.status, "model": exp.model,
-                     "method": (exp.config.get("training") or {}).get("method"), "steps": summary.get("steps"),
+                     "method": training.get("method"), "steps": summary.get("steps"),
                      "final_loss": _round(summary.get("final_loss")), "best_metric": _round(summary.get("best_metric")),
                      "seconds": _round(summary.get("seconds")),
-                     "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(exp.created_at))})
+                     "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(exp.created_at)),
+                     "metric": summary.get("best_metric_name") or training.get("best_metric"),
+                     "preset": _preset_of(exp), "learning_rate": training.get("learning_rate"),
+                     "lora_r": lora.get("r") if training.get("method") != "full" else None,
+                     "batch_size": training.get("batch_size"), "max_steps": training.get("max_steps")})
     return rows
 
 

@@ -4,6 +4,7 @@ a private cache folder, removed afterwards), detect formats, and preview frames 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -92,6 +93,13 @@ def staged_inputs(files: Sequence[str | Path] | None, sample: bool = False, prog
                 found.images, found.image_count = staging / "frames", found.image_count + 1
             elif "label" in stem and suffix in (".json", ".csv", ".txt"):
                 found.labels_file, found.labels = path, load_labels(path)
+            elif suffix == ".zip" and _frames_zip(path, IMAGE_SUFFIXES):
+                from .safezip import extract_zip
+
+                target = staging / "frames" / f"zip-{len(found.annotations)}-{path.stem}"
+                target.mkdir(parents=True)
+                found.image_count += len(extract_zip(path, target))
+                found.images = staging / "frames"
             elif suffix in (".zip", ".json", ".jsonl", ".ndjson"):
                 found.annotations.append(path)
             else:
@@ -102,6 +110,49 @@ def staged_inputs(files: Sequence[str | Path] | None, sample: bool = False, prog
         yield found
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _frames_zip(path: Path, image_suffixes: Any) -> bool:
+    """True for a ZIP holding only image frames (in any sub-folders), not an export."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if not n.endswith("/") and not Path(n).name.startswith(".")
+                     and "__MACOSX" not in n]
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return bool(names) and all(Path(n).suffix.lower() in image_suffixes for n in names)
+
+
+def missing_frames(inputs: Inputs, limit: int = 10) -> tuple[int, list[str]]:
+    """(how many, the first names) of the frames a COCO export names that are not among the uploads."""
+    import json
+
+    from .sources.coco import resolve_image
+
+    missing: list[str] = []
+    for path in inputs.annotations:
+        if path.suffix.lower() != ".json":
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("images"), list) or "annotations" not in data:
+            continue
+        base = inputs.images or path.parent
+        for image in data["images"]:
+            name = image.get("file_name") if isinstance(image, dict) else None
+            if not isinstance(name, str):
+                continue
+            try:
+                found = resolve_image(name, base)
+            except UserError:
+                found = None
+            if found is None or not found.is_file():
+                missing.append(name)
+    return len(missing), missing[:limit]
 
 
 def _link(source: Path, target: Path) -> None:
@@ -123,12 +174,18 @@ def detect_inputs(files: Sequence[str | Path] | None, sample: bool = False, prev
             "inputs": [{"file": f.path.name, "format": f.format, "details": f.details} for f in found],
             "videos": [v.name for v in inputs.videos], "frames": inputs.image_count,
             "labels_file": inputs.labels_file.name if inputs.labels_file else None, "sample": sample}
+        count, names = missing_frames(inputs)
+        info["missing_frames"] = {"count": count, "first": names}
         shots, objects, problems = _preview_frames(inputs, preview)
+        if count:
+            problems.insert(0, f"{count} frame(s) named in the export are not among the uploads (first: "
+                               f"{', '.join(names[:5])}): upload them, or a ZIP of the frames folder")
     for oid in inputs.labels.keys() - objects.keys():  # named in labels.json but not in the previewed frames
         objects[oid] = {"label": "", "frames": 0, "thumb": None}
     info["objects"] = [{"object_id": oid, "label": o["label"], "name": inputs.labels.get(oid, ""),
                         "frames": o["frames"]} for oid, o in sorted(objects.items())]
-    info["problems"] = problems
+    cache = re.escape(str(home_dir("cache")))
+    info["problems"] = [re.sub(cache + r"/[^/\s]+/(?:frames/)?", "", p) for p in problems]  # names, not paths
     thumbs = [(o["thumb"], f"{oid}: {o['label']}") for oid, o in sorted(objects.items()) if o["thumb"] is not None]
     return info, shots, thumbs
 

@@ -7,6 +7,7 @@ import inspect
 import logging
 import os
 import re
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -29,8 +30,16 @@ def _private_roots() -> list[str]:
     return sorted({os.path.realpath(r) for r in roots} | roots, key=len, reverse=True)
 
 
+CLI_WORDS = [(re.compile(r"pass (?:it|the session video) with --video(?: VIDEO)?"),
+              "upload the video together with the export"),
+             (re.compile(r"\(?run `python -m pipeline split`\)?"), "(split it in the Quality & Split tab)")]
+
+
 def public_message(text: str) -> str:
-    """The message with every path under a private server folder cut down to its file name."""
+    """The message with every path under a private server folder cut down to its file name, and command-line
+    advice put in the app's words."""
+    for pattern, words in CLI_WORDS:
+        text = pattern.sub(words, text)
     for root in _private_roots():
         text = re.sub(re.escape(root.rstrip("/")) + r"/[^\s:'\"]*", lambda m: os.path.basename(m.group(0)), text)
     return text
@@ -84,3 +93,20 @@ def choices_update(choices: list[Any], value: Any = None) -> dict[str, Any]:
 def records(rows: list[dict[str, Any]], columns: list[str]) -> list[list[Any]]:
     """Dict rows as table rows in `columns` order."""
     return [[row.get(c) for c in columns] for row in rows]
+
+
+
+def _any_string(self: gr.Dropdown) -> dict[str, Any]:
+    if self.multiselect:
+        return {"type": "array", "items": {"type": "string"}}
+    return {"type": "string"}
+
+
+def Choice(*args: Any, **kwargs: Any) -> gr.Dropdown:  # noqa: N802 - used like a component class
+    """A dropdown whose choices load at run time (datasets, runs, exports): over the API it takes any string, which
+    `pipeline.service` validates, instead of an enum fixed when the page was built (often empty). (An instance
+    attribute, not a subclass: gradio writes a .pyi file beside every Component subclass.)"""
+    kwargs.setdefault("allow_custom_value", True)
+    dropdown = gr.Dropdown(*args, **kwargs)
+    dropdown.api_info = types.MethodType(_any_string, dropdown)  # type: ignore[method-assign]
+    return dropdown

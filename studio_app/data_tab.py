@@ -10,6 +10,7 @@ import gradio as gr
 
 from pipeline import service
 
+from . import status
 from .common import TRACK_TQDM, guarded
 
 UPLOAD_TYPES = [".zip", ".json", ".jsonl", ".ndjson", ".csv", ".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi",
@@ -38,12 +39,47 @@ def detect_format(files: list[str] | None, sample: bool, progress: gr.Progress =
 
 @guarded
 def convert(files: list[str] | None, sample: bool, name: str, labels: Any, tasks: list[str], family: str,
-            every: float, overwrite: bool, progress: gr.Progress = TRACK_TQDM) -> dict[str, Any]:
+            every: float, overwrite: bool, max_frames: float | None = 0, seed: float | None = 0,
+            include_auto: bool = False, allow_overlay_frames: bool = False,
+            progress: gr.Progress = TRACK_TQDM) -> dict[str, Any]:
     """Convert into STUDIO_HOME/datasets/<name> with a progress bar."""
     progress(0, desc="converting")
     return service.convert_inputs(files, name, sample=bool(sample), labels=service.labels_from_rows(labels),
                                   tasks=tasks, family=family, every=int(every or 1), overwrite=bool(overwrite),
+                                  max_frames=int(max_frames) if max_frames else None, seed=int(seed or 0),
+                                  include_auto=bool(include_auto), allow_overlay_frames=bool(allow_overlay_frames),
                                   progress=True)
+
+
+def detect_summary(info: dict[str, Any], *_: Any) -> str:
+    """One line per upload: what was recognised, the videos / frames beside it, the objects and any problem."""
+    found = "; ".join(f"<code>{i['file']}</code>: <b>{i['format']}</b>" for i in info.get("inputs", []))
+    extra = []
+    if info.get("sample"):
+        extra.append("the built-in sample")
+    if info.get("videos"):
+        extra.append(f"{len(info['videos'])} video(s)")
+    if info.get("frames"):
+        extra.append(f"{info['frames']} frame image(s)")
+    extra.append(f"{len(info.get('objects') or [])} object(s) to name below")
+    text = f"Detected {found} · " + " · ".join(extra)
+    problems = info.get("problems") or []
+    if problems:
+        text += "<br>⚠️ <b>Fix before converting:</b><ul>" + "".join(f"<li>{p}</li>" for p in problems) + "</ul>"
+    else:
+        text += ". Next: check the names, then <b>Convert</b>."
+    return text
+
+
+def convert_summary(summary: dict[str, Any]) -> str:
+    """The conversion in one line, and where to go next."""
+    labels = ", ".join(str(k) for k in (summary.get("labels") or {})) or "none"
+    text = (f"Converted dataset <b>{summary['dataset']}</b>: {summary['frames']} frames, {summary['objects']} "
+            f"objects, labels: {labels}.")
+    warnings = summary.get("warnings") or []
+    if warnings:
+        text += f" {len(warnings)} warning(s), first: {warnings[0]}."
+    return text + " Next: the <b>Quality &amp; Split</b> tab."
 
 
 def _families() -> list[tuple[str, str]]:
@@ -61,11 +97,14 @@ def build() -> dict[str, Any]:
         gr.Markdown(INTRO)
         with gr.Row():
             files = gr.File(label="Export files (ZIP / JSON / JSONL + video or frames, optional labels.json)",
-                            file_count="multiple", file_types=UPLOAD_TYPES, type="filepath", scale=2)
+                            file_count="multiple", file_types=UPLOAD_TYPES, type="filepath", scale=2,
+                            elem_id="data-files")
             with gr.Column(scale=1):
                 sample_btn = gr.Button("Load the built-in sample", variant="primary", elem_id="load-sample")
                 sample = gr.Checkbox(False, label="Use the built-in sample", elem_id="use-sample")
-                detected = gr.JSON(label="Detected format", open=True, max_height=260)
+                detect_status = status.line("detect-status", status.note("Upload files or load the sample."))
+        with gr.Accordion("Detected format (JSON)", open=False):
+            detected = gr.JSON(label="Detected format", max_height=260)
         preview = gr.Gallery(label="Preview: masks and boxes", columns=4, height=260, elem_id="data-preview",
                              object_fit="contain")
         with gr.Row():
@@ -79,14 +118,28 @@ def build() -> dict[str, Any]:
             family = gr.Dropdown(_families(), value=service.DEFAULT_MODEL, label="Model family (coordinate format)")
             every = gr.Number(1, precision=0, minimum=1, label="Keep every Nth frame")
             overwrite = gr.Checkbox(False, label="Replace a dataset of the same name")
-        convert_btn = gr.Button("Convert", variant="primary", elem_id="convert")
-        summary = gr.JSON(label="Conversion summary", open=True, elem_id="convert-summary")
+        with gr.Accordion("More convert options (as on the command line)", open=False):
+            with gr.Row():
+                max_frames = gr.Number(0, precision=0, minimum=0, label="At most N frames per video (0: all)")
+                seed = gr.Number(0, precision=0, label="Seed for the prompt phrasing")
+                include_auto = gr.Checkbox(False, label="SA-V: also take the *_auto.json masklets")
+                overlay = gr.Checkbox(False, label="Demo ZIP without its video: use the overlay PNGs as frames "
+                                                   "(not advised)")
+        with gr.Row():
+            convert_btn = gr.Button("Convert", variant="primary", elem_id="convert", scale=1)
+            convert_status = status.line("convert-status")
+        with gr.Accordion("Conversion summary (JSON)", open=False):
+            summary = gr.JSON(label="Conversion summary", elem_id="convert-summary")
 
     outputs = [detected, preview, thumbs, labels, name]
-    files.upload(lambda: False, outputs=sample, api_visibility="private", queue=False).then(
-        detect_format, [files, sample], outputs, api_name="detect_format")
-    sample_btn.click(lambda: (True, None), outputs=[sample, files], api_visibility="private", queue=False).then(
-        detect_format, [files, sample], outputs, api_visibility="private")
-    converted = convert_btn.click(convert, [files, sample, name, labels, tasks, family, every, overwrite], summary,
-                                  api_name="convert")
-    return {"name": name, "converted": converted, "summary": summary}
+    detecting = {"what": "Detection", "summary": detect_summary}
+    status.action(files.upload(lambda: False, outputs=sample, api_visibility="private", queue=False).then,
+                  detect_format, [files, sample], outputs, detect_status, api_name="detect_format", **detecting)
+    status.action(sample_btn.click(lambda: (True, None), outputs=[sample, files], api_visibility="private",
+                                   queue=False).then,
+                  detect_format, [files, sample], outputs, detect_status, api_name=None, **detecting)
+    converted = status.action(convert_btn.click, convert,
+                              [files, sample, name, labels, tasks, family, every, overwrite, max_frames, seed,
+                               include_auto, overlay], [summary], convert_status, api_name="convert",
+                              what="Convert", summary=convert_summary)
+    return {"name": name, "converted": converted, "summary": summary, "status": convert_status}

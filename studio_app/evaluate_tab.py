@@ -9,20 +9,35 @@ import gradio as gr
 from pipeline import service
 from pipeline.coords import CONVENTIONS
 
-from .common import TRACK_TQDM, choices_update, guarded
+from . import status
+from .common import TRACK_TQDM, Choice, choices_update, guarded
 
 INTRO = ("Pick a finished run and a checkpoint. The fine-tuned model, its base model and the mean-box baseline "
          "answer the same split; answers are parsed back to boxes and scored (IoU, AP). "
          "CLI: `python -m pipeline evaluate RUN --split test --limit 32`.")
+SMOKE = ("⚠️ <b>Smoke test</b>: this run used the quick_test preset (a few steps on a tiny model). Its metrics are "
+         "expected to be near zero; they check that the pipeline works, not the data.")
 
 
 @guarded
-def evaluate(run_id: str, checkpoint: str, split: str, limit: float | None,
+def evaluate(run_id: str, checkpoint: str, split: str, limit: float | None, allow_no_split: bool = True,
              progress: gr.Progress = TRACK_TQDM) -> tuple[Any, ...]:
     """Metrics (base vs fine-tuned vs baseline) and the gallery of the worst-scored examples."""
     progress(0, desc="evaluating")
-    info, gallery = service.evaluate(run_id, checkpoint or "best", split or "test", int(limit) if limit else None)
+    info, gallery = service.evaluate(run_id, checkpoint or "best", split or "test", int(limit) if limit else None,
+                                     allow_no_split=bool(allow_no_split))
     return info, {"headers": info["columns"], "data": info["rows"]}, gallery
+
+
+def evaluate_summary(info: dict[str, Any], *_: Any) -> str:
+    metrics = info.get("metrics") or {}
+    shown = ", ".join(f"{k} {metrics[k]}" for k in ("miou", "ap50", "parse_rate") if k in metrics)
+    text = f"Evaluated {info.get('examples') or ''} {info['split']} example(s) of checkpoint {info.get('checkpoint')}"
+    text += f": {shown}." if shown else "."
+    if info.get("smoke_test"):
+        text += "<br>" + SMOKE
+    notes = [n for n in info.get("notes") or [] if not n.startswith("smoke test")]
+    return text + "".join(f"<br>Note: {n}" for n in notes[:3])
 
 
 @guarded
@@ -56,9 +71,29 @@ def refresh_runs(current: str | None) -> Any:
 
 
 @guarded
-def refresh_checkpoints(run_id: str | None) -> Any:
-    """best, last and the checkpoint steps of the chosen run."""
-    return choices_update(service.checkpoint_choices(run_id or ""), "best")
+def run_changed(run_id: str | None, split: str | None) -> tuple[Any, ...]:
+    """Checkpoints of the run, a loud warning when its dataset has no splits, and its saved evaluation."""
+    if not run_id:
+        return choices_update(["best", "last"], "best"), "", gr.update(visible=False), gr.skip(), gr.skip(), \
+            gr.skip(), status.note("Pick a run.")
+    checkpoints = choices_update(service.checkpoint_choices(run_id), "best")
+    data = service.run_dataset(run_id)
+    warning, choice = "", gr.update(visible=False, value=False)
+    if data["exists"] and not data["splits"]:
+        warning = (f"<div class='status-error'>⚠️ <b>The dataset {data['name']} has no splits.</b> The model trained "
+                   "on every frame, so an evaluation would score training data and look better than it is. Split "
+                   "the dataset in the Quality &amp; Split tab and train again, or tick the box to evaluate anyway."
+                   "</div>")
+        choice = gr.update(visible=True, value=False)
+    elif data["name"] and not data["exists"]:
+        warning = f"<div class='status-note'>The run's dataset {data['name']} is no longer there.</div>"
+    saved = service.saved_evaluation(run_id, split or "test")
+    if saved is None:
+        return checkpoints, warning, choice, None, None, None, status.note(
+            ("⚠️ Smoke-test run. " if service.is_smoke_test(run_id) else "") + "Not evaluated yet on this split.")
+    info, gallery = saved
+    return (checkpoints, warning, choice, info, {"headers": info["columns"], "data": info["rows"]}, gallery,
+            status.ok("(saved) " + evaluate_summary(info)))
 
 
 def build() -> dict[str, Any]:
@@ -66,12 +101,16 @@ def build() -> dict[str, Any]:
     with gr.Tab("Evaluate", id="evaluate") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
-            run = gr.Dropdown(service.run_choices(), label="Run", elem_id="eval-run", scale=3,
-                              allow_custom_value=True)
-            checkpoint = gr.Dropdown(["best", "last"], value="best", label="Checkpoint", allow_custom_value=True)
+            run = Choice(service.run_choices(), label="Run", elem_id="eval-run", scale=3)
+            checkpoint = Choice(["best", "last"], value="best", label="Checkpoint")
             split = gr.Radio(["test", "val", "train"], value="test", label="Split")
             limit = gr.Number(32, precision=0, label="At most N examples (0: all)")
-        evaluate_btn = gr.Button("Evaluate", variant="primary", elem_id="evaluate")
+        split_warning = gr.HTML("", elem_id="eval-split-warning", padding=False)
+        allow = gr.Checkbox(False, label="Evaluate on the training data anyway (the dataset has no splits)",
+                            visible=False, elem_id="eval-allow-no-split")
+        with gr.Row():
+            evaluate_btn = gr.Button("Evaluate", variant="primary", elem_id="evaluate", scale=0)
+            eval_status = status.line("evaluate-status")
         with gr.Accordion("Score a model trained elsewhere (LLaMA-Factory, Unsloth, transformers)", open=False):
             gr.Markdown("Any Hugging Face VLM folder in `STUDIO_HOME/models` (or upload one as a ZIP). The "
                         "coordinate convention comes from its config.json unless you pick one; the prompt from "
@@ -82,19 +121,32 @@ def build() -> dict[str, Any]:
                 upload = gr.File(label="or upload a model folder (ZIP)", file_types=[".zip"], type="filepath")
                 dataset = gr.Dropdown(service.list_datasets(), label="Dataset", allow_custom_value=True)
                 convention = gr.Dropdown(["auto", *CONVENTIONS], value="auto", label="Convention")
-            folder_btn = gr.Button("Evaluate folder", elem_id="evaluate-folder")
-        with gr.Accordion("Evaluation (JSON)", open=False):
-            info = gr.JSON(label="Evaluation")
+            with gr.Row():
+                folder_btn = gr.Button("Evaluate folder", elem_id="evaluate-folder", scale=0)
+                folder_status = status.line("evaluate-folder-status")
         table = gr.Dataframe(label="Metrics: fine-tuned vs base vs baseline", interactive=False,
                              elem_id="eval-metrics")
-        gallery = gr.Gallery(label="Worst examples first (truth green, prediction red)", columns=4, height=420,
+        gallery = gr.Gallery(label="Worst examples first (truth green, prediction magenta)", columns=4, height=420,
                              object_fit="contain", elem_id="eval-gallery")
+        with gr.Accordion("Evaluation (JSON)", open=False):
+            info = gr.JSON(label="Evaluation")
 
-    tab.select(refresh_runs, run, run, api_visibility="private")
-    run.change(refresh_checkpoints, run, checkpoint, api_visibility="private")
-    evaluate_btn.click(evaluate, [run, checkpoint, split, limit], [info, table, gallery], api_name="evaluate")
+    shown = {"fn": run_changed, "inputs": [run, split],
+             "outputs": [checkpoint, split_warning, allow, info, table, gallery, eval_status],
+             "api_visibility": "private"}
+    tab.select(refresh_runs, run, run, api_visibility="private").then(**shown)  # the saved evaluation, re-shown
+    gr.on([run.input, split.input], **shown)
+    hidden = status.hidden_button()
+    hidden.click(evaluate, [run, checkpoint, split, limit], [info, table, gallery], api_name="evaluate")
+    evaluate_btn.click(status.with_status(evaluate, "Evaluation", evaluate_summary, 3),
+                       [run, checkpoint, split, limit, allow], [info, table, gallery, eval_status],
+                       api_visibility="private")
     tab.select(refresh_folders, [folder, dataset], [folder, dataset], api_visibility="private")
     upload.upload(upload_model, [upload, folder], folder, api_visibility="private")
-    folder_btn.click(evaluate_folder, [folder, dataset, convention, split, limit], [info, table, gallery],
-                     api_name="evaluate_folder")
+    hidden_folder = status.hidden_button()
+    hidden_folder.click(evaluate_folder, [folder, dataset, convention, split, limit], [info, table, gallery],
+                        api_name="evaluate_folder")
+    folder_btn.click(status.with_status(evaluate_folder, "Evaluation", evaluate_summary, 3),
+                     [folder, dataset, convention, split, limit], [info, table, gallery, folder_status],
+                     api_visibility="private")
     return {"run": run}

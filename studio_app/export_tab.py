@@ -12,7 +12,8 @@ import gradio as gr
 
 from pipeline import service
 
-from .common import TRACK_TQDM, choices_update, guarded, require_user
+from . import status
+from .common import TRACK_TQDM, Choice, choices_update, guarded, require_user
 
 INTRO = ("Export a run as a LoRA adapter (small; loads on its base model) or a merged model, preview its model card, "
          "download the zip or push it to the Hub. CLI: `python -m pipeline export RUN --mode adapter --out DIR` and "
@@ -25,7 +26,53 @@ def export(run_id: str, mode: str, checkpoint: str, progress: gr.Progress = TRAC
     """Export the run; returns the summary, the model card and the zip to download."""
     progress(0, desc="exporting")
     result = service.export(run_id, mode or "adapter", checkpoint or "best", progress=True)
-    return result, result["card"], result["zip"], choices_update(service.list_exports(), result["export"])
+    archive = result.pop("zip_path")
+    return result, card_preview(result["card"]), archive, choices_update(service.list_exports(), result["export"])
+
+
+def card_preview(card: str) -> str:
+    """The model card as Markdown with its YAML front matter shown as a table (not one run-on line), and its long
+    tables (the fingerprint rows) cut to their first lines."""
+    import yaml
+
+    text, head = card or "", ""
+    if text.startswith("---\n") and "\n---" in text[4:]:
+        front, text = text[4:].split("\n---", 1)
+        try:
+            meta = yaml.safe_load(front) or {}
+        except yaml.YAMLError:
+            meta = {}
+        if isinstance(meta, dict) and meta:
+            rows = [f"| `{k}` | {', '.join(map(str, v)) if isinstance(v, list) else v} |" for k, v in meta.items()
+                    if not isinstance(v, dict)]
+            head = "| front matter | value |\n|---|---|\n" + "\n".join(rows) + "\n\n"
+    out, run = [], 0
+    for row in text.lstrip("-\n").splitlines():
+        run = run + 1 if row.startswith("|") else 0
+        if run == 13:
+            out.append("| … | (more rows in the README.md of the download) |")
+        if run <= 12:
+            out.append(row)
+    return head + "\n".join(out)
+
+
+def export_summary(result: dict[str, Any], *_: Any) -> str:
+    return (f"Exported <b>{result['export']}</b> ({result['mode']}, step {result.get('step')}): "
+            f"{len(result.get('files') or [])} files; the zip is ready below. Push it to the Hub with the form "
+            "beside it.")
+
+
+@guarded
+def saved(run_id: str | None) -> tuple[Any, ...]:
+    """The run's export already on disk (re-shown after a reload or a run change)."""
+    if not run_id:
+        return None, "", None, gr.skip(), status.note("Pick a run.")
+    found = service.saved_export(run_id)
+    if found is None:
+        return None, "", None, gr.skip(), status.note("Not exported yet.")
+    archive = found.pop("zip_path")
+    return (found, card_preview(found["card"]), archive, choices_update(service.list_exports(), found["export"]),
+            status.ok(f"(saved) Export <b>{found['export']}</b> is on disk."))
 
 
 @guarded
@@ -48,27 +95,38 @@ def build() -> dict[str, Any]:
     with gr.Tab("Export", id="export") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
-            run = gr.Dropdown(service.run_choices(), label="Run", elem_id="export-run", scale=3,
-                              allow_custom_value=True)
-            mode = gr.Radio(["adapter", "merged"], value="adapter", label="Export as")
-            checkpoint = gr.Dropdown(["best", "last"], value="best", label="Checkpoint", allow_custom_value=True)
-            export_btn = gr.Button("Export", variant="primary", elem_id="export")
-        with gr.Accordion("Export (JSON)", open=False):
-            result = gr.JSON(label="Export")
-        download = gr.File(label="Download (zip)", interactive=False, elem_id="export-zip")
-        with gr.Accordion("Model card (README.md)", open=True):
+            with gr.Column(scale=1):
+                gr.Markdown("### Export")
+                with gr.Row():
+                    run = Choice(service.run_choices(), label="Run", elem_id="export-run", scale=3)
+                    checkpoint = Choice(["best", "last"], value="best", label="Checkpoint")
+                mode = gr.Radio(["adapter", "merged"], value="adapter", label="Export as")
+                export_btn = gr.Button("Export", variant="primary", elem_id="export")
+                export_status = status.line("export-status")
+                download = gr.File(label="Download (zip)", interactive=False, elem_id="export-zip")
+            with gr.Column(scale=1):
+                gr.Markdown("### Push to the Hugging Face Hub")
+                exported = Choice(service.list_exports(), label="Export folder", elem_id="push-export")
+                repo = gr.Textbox(label="Repository", placeholder="USER/NAME")
+                private = gr.Checkbox(True, label="Private")
+                token = gr.Textbox(label="Write token (used once, never stored)", type="password",
+                                   placeholder="hf_…" + (" (or sign in above)" if service.on_space() else ""))
+                push_btn = gr.Button("Push", variant="primary", elem_id="push")
+                push_status = status.line("push-status")
+        with gr.Accordion("Model card preview (README.md)", open=False):
             card = gr.Markdown(elem_id="model-card", label="model card")
-        gr.Markdown("### Push to the Hugging Face Hub")
-        with gr.Row():
-            exported = gr.Dropdown(service.list_exports(), label="Export folder", allow_custom_value=True)
-            repo = gr.Textbox(label="Repository", placeholder="USER/NAME")
-            private = gr.Checkbox(True, label="Private")
-            token = gr.Textbox(label="Write token (used once, never stored)", type="password",
-                               placeholder="hf_…" + (" (or sign in above)" if service.on_space() else ""))
-            push_btn = gr.Button("Push", variant="primary")
-        pushed = gr.JSON(label="Pushed", open=False)
+        with gr.Accordion("Export and push results (JSON)", open=False):
+            result = gr.JSON(label="Export")
+            pushed = gr.JSON(label="Pushed")
 
-    tab.select(refresh, [run, exported], [run, exported], api_visibility="private")
-    export_btn.click(export, [run, mode, checkpoint], [result, card, download, exported], api_name="export")
-    push_btn.click(push_to_hub, [exported, repo, private, token], [pushed, token], api_name="push_to_hub")
+    shown = {"fn": saved, "inputs": run, "outputs": [result, card, download, exported, export_status],
+             "api_visibility": "private"}
+    tab.select(refresh, [run, exported], [run, exported], api_visibility="private").then(**shown)
+    run.input(**shown)
+    status.action(export_btn.click, export, [run, mode, checkpoint], [result, card, download, exported],
+                  export_status, api_name="export", what="Export", summary=export_summary)
+    status.action(push_btn.click, push_to_hub, [exported, repo, private, token], [pushed, token], push_status,
+                  api_name="push_to_hub", what="Push",
+                  summary=lambda info, _t: f"Pushed <b>{info['export']}</b> to <a href='{info['url']}'>"
+                                           f"{info['repo']}</a> ({'private' if info['private'] else 'public'}).")
     return {"run": run}

@@ -59,8 +59,10 @@ def launch_kwargs(**overrides: Any) -> dict[str, Any]:
 
 def launch(demo: Any, **overrides: Any) -> Any:
     """Queue (watch streams are not limited) and launch; returns what Blocks.launch returns."""
+    from .ui import CSS
+
     demo.queue(default_concurrency_limit=1, max_size=64)
-    return demo.launch(**launch_kwargs(**overrides))
+    return demo.launch(**{"css": CSS, **launch_kwargs(**overrides)})
 
 
 def free_port() -> int:

@@ -8,7 +8,8 @@ import gradio as gr
 
 from pipeline import service
 
-from .common import guarded
+from . import status
+from .common import Choice, guarded
 
 INTRO = ("Check a converted dataset, then split it. CLI: `python -m pipeline validate DATASET --out REPORT` and "
          "`python -m pipeline split DATASET --strategy temporal --ratios 0.8,0.1,0.1 --seed 42`.")
@@ -16,10 +17,17 @@ INTRO = ("Check a converted dataset, then split it. CLI: `python -m pipeline val
 
 @guarded
 def validate(dataset: str) -> tuple[Any, ...]:
-    """Run the quality rules: summary JSON, the report as Markdown, its plots and the report files."""
+    """Run the quality rules: summary JSON, the report (counts and findings table), its plots and the report files."""
     report = service.validate_dataset(dataset)
     info = {k: report[k] for k in ("dataset", "passed", "summary", "findings")}
     return info, report["markdown"], report["plots"], report["files"]
+
+
+def validate_summary(info: dict[str, Any], *_: Any) -> str:
+    summary = info.get("summary") or {}
+    verdict = "<b>passed</b>" if info.get("passed") else "<b>has errors</b> (see the findings)"
+    return (f"Quality report of <b>{info['dataset']}</b> {verdict}: {summary.get('errors', 0)} error(s), "
+            f"{summary.get('warnings', 0)} warning(s), {summary.get('infos', 0)} info. Next: split it below.")
 
 
 @guarded
@@ -29,20 +37,46 @@ def split(dataset: str, strategy: str, ratios: str, seed: float) -> tuple[Any, .
     return result, service.split_figure(result)
 
 
+def split_summary(result: dict[str, Any], *_: Any) -> str:
+    counts = ", ".join(f"{k} {v}" for k, v in (result.get("counts") or {}).items())
+    notes = result.get("notes") or []
+    return (f"Split <b>{result['dataset']}</b> ({result['strategy']}): {counts} frames; largest label-share "
+            f"deviation {100 * result.get('max_share_deviation', 0):.1f} points."
+            + (f" Note: {notes[0]}" if notes else "") + " Next: the <b>Train</b> tab.")
+
+
+@guarded
+def show_saved(dataset: str | None) -> tuple[Any, ...]:
+    """The report and split already on disk for this dataset (re-shown after a reload or a dataset change)."""
+    if not dataset or dataset not in service.list_datasets():
+        return None, "", [], None, None, None, status.note("Pick a dataset."), ""
+    saved = service.saved_dataset_state(dataset)
+    report, result = saved.get("report"), saved.get("split")
+    out_report = (report, report["markdown"], report["plots"], report["files"]) if report else (None, "", [], None)
+    out_split = (result, service.split_figure(result)) if result else (None, None)
+    report_line = status.ok("(saved) " + validate_summary(report)) if report else status.note(
+        "No quality report yet for this dataset: run it.")
+    split_line = status.ok("(saved) " + split_summary(result)) if result else status.note(
+        "Not split yet: training would use every frame and evaluation would score training data.")
+    return (*out_report, *out_split, report_line, split_line)
+
+
 def build() -> dict[str, Any]:
     """The Quality & Split tab; returns the dataset dropdown and the split event."""
     with gr.Tab("Quality & Split", id="quality") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
-            dataset = gr.Dropdown(service.list_datasets(), label="Dataset", elem_id="quality-dataset", scale=3,
-                                  allow_custom_value=True)
+            dataset = Choice(service.list_datasets(), label="Dataset", elem_id="quality-dataset", scale=3)
             refresh = gr.Button("↻", scale=0, min_width=50)
             validate_btn = gr.Button("Run the quality report", variant="primary", elem_id="validate", scale=1)
+        report_status = status.line("validate-status")
+        report_md = gr.Markdown(elem_id="quality-report", label="report")
+        plots = gr.Gallery(label="Plots", columns=2, height="auto", object_fit="contain", elem_id="quality-plots",
+                           allow_preview=True)
+        files = gr.File(label="Report files (the full report with record ids)", file_count="multiple",
+                        interactive=False)
         with gr.Accordion("Summary and findings (JSON)", open=False):
             report_json = gr.JSON(label="Summary and findings")
-        report_md = gr.Markdown(elem_id="quality-report", label="report")
-        plots = gr.Gallery(label="Plots", columns=2, height=360, object_fit="contain")
-        files = gr.File(label="Report files", file_count="multiple", interactive=False)
         gr.Markdown("### Split")
         with gr.Row():
             strategy = gr.Radio(["temporal", "stratified", "random"], value="temporal", label="Strategy",
@@ -50,14 +84,20 @@ def build() -> dict[str, Any]:
             ratios = gr.Textbox("0.8,0.1,0.1", label="Ratios train,val,test")
             seed = gr.Number(42, precision=0, label="Seed")
             split_btn = gr.Button("Split", variant="primary", elem_id="split")
+        split_status = status.line("split-status")
+        split_plot = gr.Plot(label="Label share per split", elem_id="split-plot")
         with gr.Accordion("Split statistics (JSON)", open=False):
             split_json = gr.JSON(label="Split statistics")
-        split_plot = gr.Plot(label="Label share per split", elem_id="split-plot")
 
     refresh_event = {"fn": lambda current: gr.update(choices=service.list_datasets(), value=current),
                      "inputs": dataset, "outputs": dataset, "api_visibility": "private"}
     refresh.click(**refresh_event)
     tab.select(**refresh_event)
-    validate_btn.click(validate, dataset, [report_json, report_md, plots, files], api_name="validate")
-    split_event = split_btn.click(split, [dataset, strategy, ratios, seed], [split_json, split_plot], api_name="split")
-    return {"dataset": dataset, "split": split_event}
+    status.action(validate_btn.click, validate, dataset, [report_json, report_md, plots, files], report_status,
+                  api_name="validate", what="Quality report", summary=validate_summary)
+    split_event = status.action(split_btn.click, split, [dataset, strategy, ratios, seed], [split_json, split_plot],
+                                split_status, api_name="split", what="Split", summary=split_summary)
+    dataset.input(show_saved, dataset, [report_json, report_md, plots, files, split_json, split_plot, report_status,
+                                        split_status], api_visibility="private")
+    return {"dataset": dataset, "split": split_event, "show_saved": show_saved,
+            "saved_out": [report_json, report_md, plots, files, split_json, split_plot, report_status, split_status]}

@@ -14,8 +14,10 @@ import gradio as gr
 
 from pipeline import job_view, service
 
-from .common import guarded, records, require_user
+from . import status
+from .common import Choice, guarded, records, require_user
 
+TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
 INTRO = ("Pick a dataset, a model and a preset; edit the hyperparameters (or the YAML). Start queues a job; the "
          "progress below follows it and survives page reloads. CLI: `python -m pipeline jobs submit --preset cpu_demo "
          "--model tiny-smolvlm --data DATASET` then `python -m pipeline jobs watch ID`.")
@@ -88,19 +90,51 @@ def start_training(dataset: str, model: str, preset: str, config_yaml: str, max_
     return job, job["job_id"], 0
 
 
+def start_summary(job: dict[str, Any], *_: Any) -> str:
+    where = f", position {job['position']} in the queue" if job.get("position") else ""
+    return (f"Queued job <b>#{job['job_id']}</b> (run {job['run_id']}, {job['model']}, {job['max_steps']} steps"
+            f"{where}). Its progress follows below; it keeps running if you close the page.")
+
+
 @guarded
 def watch_job(job_id: float | None, from_seq: float | None) -> Any:
     """Stream a job's progress (bar, loss and learning-rate plots, throughput, memory, log tail) until it ends."""
     if not job_id:
         yield gr.skip(), job_view.progress_html(None), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return
+    first = True
     for view in service.watch_job(int(job_id), int(from_seq or 0)):
-        plots = any(e.get("event") in ("log", "eval", "start", "resume", "end") for e in view.events) \
-            if view.events else True
+        plots = first or (any(e.get("event") in ("log", "eval", "start", "resume", "end") for e in view.events)
+                          if view.events else True)
+        first = False
         loss = job_view.curve_figure(view, ["loss", "eval_loss"], "Loss") if plots else gr.skip()
         lr = job_view.curve_figure(view, ["lr"], "Learning rate", from_zero=True) if plots else gr.skip()
         yield (view.to_dict(), job_view.progress_html(view), job_view.stats_markdown(view), loss, lr, view.log_tail,
                view.seq)
+
+
+def _buttons(job_status: str | None) -> tuple[Any, Any]:
+    """Cancel only while a job is queued or running; Resume only once it stopped without succeeding."""
+    return (gr.update(interactive=job_status in ("queued", "running")),
+            gr.update(interactive=job_status in ("failed", "cancelled", "interrupted")))
+
+
+def watch_ui(job_id: float | None, from_seq: float | None) -> Any:
+    """The page's follow stream: the watch outputs plus the jobs table and the buttons that apply, as it goes."""
+    last = None
+    try:
+        for out in watch_job(job_id, from_seq):
+            view = out[0]
+            state = view.get("status") if isinstance(view, dict) else None
+            table = records(service.list_jobs(), JOB_COLUMNS) if state != last else gr.skip()
+            last = state or last
+            line = status.note(f"Following job #{int(job_id or 0)}: {state}.") if state else gr.skip()
+            if state in TERMINAL:
+                line = (status.ok(f"Job #{int(job_id or 0)} {state}.") if state == "succeeded" else
+                        status.fail(f"Job #{int(job_id or 0)}", view.get("error") or state))
+            yield (*out, table, *_buttons(state), line)
+    except gr.Error as exc:
+        yield (*[gr.skip()] * 7, gr.skip(), *_buttons(None), status.fail("Watch", exc.message))
 
 
 @guarded
@@ -132,6 +166,20 @@ def reattach() -> tuple[Any, ...]:
     return records(service.list_jobs(), JOB_COLUMNS), service.job_to_follow() or 0, 0
 
 
+@guarded
+def initial_form(preset: str, model: str) -> tuple[Any, ...]:
+    """On page load: the followed job's settings when there is one (the form mirrors the job on screen), else the
+    preset's. Returns dataset, model, preset, run name, YAML and the fields."""
+    job_id = service.job_to_follow()
+    form = service.job_form(job_id) if job_id else None
+    if form is None:
+        return (gr.skip(), gr.skip(), gr.skip(), gr.skip(), *load_preset(preset, model), gr.skip())
+    known = {key for _, key in service.preset_choices()}
+    return (gr.update(value=form["dataset"]), form["model"], form["preset"] if form["preset"] in known else gr.skip(),
+            form["run_name"], form["yaml"], *form["fields"].values(),
+            status.note(f"The form shows the settings of job #{form['job_id']} ({form['status']})."))
+
+
 def _fields() -> list[gr.components.Component]:
     fields = []
     for key in service.FORM_FIELDS:
@@ -143,7 +191,9 @@ def _fields() -> list[gr.components.Component]:
                                       label=label))
         else:
             integer = key not in ("training.epochs", "training.learning_rate", "lora.alpha")
-            fields.append(gr.Number(label=label, precision=0 if integer else None,
+            step = {"training.learning_rate": 0.00001, "training.epochs": 0.5}.get(key, 1)
+            fields.append(gr.Number(label=label, precision=0 if integer else None, step=step,
+                                    minimum=0 if key == "training.learning_rate" else None,
                                     elem_id="field-" + key.replace(".", "-").replace("_", "-")))
     return fields
 
@@ -153,8 +203,7 @@ def build() -> dict[str, Any]:
     with gr.Tab("Train", id="train"):
         gr.Markdown(INTRO)
         with gr.Row():
-            dataset = gr.Dropdown(service.list_datasets(), label="Dataset", elem_id="train-dataset",
-                                  allow_custom_value=True)
+            dataset = Choice(service.list_datasets(), label="Dataset", elem_id="train-dataset")
             model = gr.Dropdown(service.model_choices(), value=service.DEFAULT_MODEL, label="Model",
                                 elem_id="train-model")
             preset = gr.Dropdown(service.preset_choices(), value=service.DEFAULT_PRESET, label="Preset",
@@ -169,16 +218,18 @@ def build() -> dict[str, Any]:
                 upload = gr.File(label="Import YAML", file_types=[".yaml", ".yml"], type="filepath")
                 download_btn = gr.Button("Export YAML")
                 download = gr.File(label="config.yaml", interactive=False)
-        memory_json = gr.JSON(visible=False)
+        memory_json = gr.JSON(visible=False, label="memory estimate")
         with gr.Row():
-            run_name = gr.Textbox("", label="Run name (optional)", scale=2)
+            run_name = gr.Textbox("", label="Run name (optional)", scale=2, elem_id="run-name")
             start_btn = gr.Button("Start training", variant="primary", elem_id="start-training", scale=1)
+        start_status = status.line("start-status")
         with gr.Row():
             job_id = gr.Number(0, precision=0, label="Job id", elem_id="job-id")
             from_seq = gr.Number(0, precision=0, label="Last event seq (resume the stream from here)")
             watch_btn = gr.Button("Watch")
-            cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-job")
-            resume_btn = gr.Button("Resume")
+            cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-job", interactive=False)
+            resume_btn = gr.Button("Resume", elem_id="resume-job", interactive=False)
+        job_status = status.line("job-status")
         progress = gr.HTML(job_view.progress_html(None), elem_id="train-progress-box", label="progress")
         stats = gr.Markdown(elem_id="train-stats", label="stats")
         with gr.Row():
@@ -202,15 +253,26 @@ def build() -> dict[str, Any]:
           [memory_json, memory_md, check_md], api_name="estimate_memory", trigger_mode="always_last")
     upload.upload(import_yaml, upload, [text, model, *fields], api_visibility="private")
     download_btn.click(export_yaml, [text, model], download, api_visibility="private")
-    watch = watch_btn.click(watch_job, [job_id, from_seq], watch_out, api_name="watch_job", concurrency_limit=None)
+    hidden = status.hidden_button()
+    watch = hidden.click(watch_job, [job_id, from_seq], watch_out, api_name="watch_job", concurrency_limit=None)
+    ui_out = [*watch_out, jobs, cancel_btn, resume_btn, job_status]
+    follow = {"fn": watch_ui, "inputs": [job_id, from_seq], "outputs": ui_out, "concurrency_limit": None,
+              "api_visibility": "private"}
+    watching = watch_btn.click(**follow)
+    follow["cancels"] = [watch, watching]
     max_steps = fields[service.FORM_FIELDS.index("training.max_steps")]
-    started = start_btn.click(start_training, [dataset, model, preset, text, max_steps, run_name],
-                              [job_json, job_id, from_seq], api_name="start_training")
-    follow = {"fn": watch_job, "inputs": [job_id, from_seq], "outputs": watch_out, "concurrency_limit": None,
-              "api_visibility": "private", "cancels": [watch]}
-    started.success(**follow).then(list_jobs, None, jobs, api_visibility="private")
-    cancel_btn.click(cancel_job, job_id, job_json, api_name="cancel_job").then(list_jobs, None, jobs,
-                                                                                  api_visibility="private")
-    resume_btn.click(resume_job, job_id, [job_json, from_seq], api_name="resume_job").success(**follow)
+    started = status.action(start_btn.click, start_training, [dataset, model, preset, text, max_steps, run_name],
+                            [job_json, job_id, from_seq], start_status, api_name="start_training", what="Start",
+                            summary=start_summary)
+    started.then(**follow)
+    status.action(cancel_btn.click, cancel_job, job_id, [job_json], job_status, api_name="cancel_job",
+                  what="Cancel", summary=lambda job: f"Job #{job['job_id']}: {job['status']} (a running job stops "
+                                                     "at its next step and saves a checkpoint).")
+    resumed = status.action(resume_btn.click, resume_job, job_id, [job_json, from_seq], job_status,
+                            api_name="resume_job", what="Resume",
+                            summary=lambda job, _seq: f"Job #{job['job_id']} queued again: {job['status']}.")
+    resumed.then(**follow)
+    form_out = [dataset, model, preset, run_name, text, *fields, start_status]
     return {"dataset": dataset, "preset": preset, "model": model, "config_out": config_out, "jobs": jobs,
-            "job_id": job_id, "from_seq": from_seq, "follow": follow, "load_preset": load_preset}
+            "job_id": job_id, "from_seq": from_seq, "follow": follow, "load_preset": load_preset,
+            "form_out": form_out}

@@ -1,4 +1,5 @@
-"""build_ui(): the six tabs in one gr.Blocks, wired together (new datasets appear everywhere; a reload re-attaches)."""
+"""build_ui(): the tabs in one gr.Blocks, wired together (new datasets appear everywhere; a reload re-attaches and
+re-shows what is on disk)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,19 @@ import gradio as gr
 
 from pipeline import service
 
-from . import data_tab, evaluate_tab, experiments_tab, export_tab, quality_tab, train_tab
+from . import data_tab, evaluate_tab, experiments_tab, export_tab, quality_tab, train_tab, try_tab, viewer_tab
 from .common import guarded
+from .status import render_hidden
 
 CSS = """
 #train-progress progress { height: 18px; }
 #train-progress .job-error { color: #c0392b; margin-top: 4px; }
+.status-line { min-height: 1.6em; }
+.status-ok, .status-error, .status-note { padding: 6px 10px; border-radius: 6px; line-height: 1.45; }
+.status-ok { background: #e9f7ef; color: #1e6b3a; border: 1px solid #b7e1c6; }
+.status-error { background: #fdecea; color: #8e1f16; border: 1px solid #f2b8b2; }
+.status-note { background: #f4f6f8; color: #3b4754; border: 1px solid #dde3e8; }
+.status-error ul, .status-ok ul { margin: 4px 0 0 18px; }
 """
 HEADER = ("# SAM2 VLM Studio\nSAM 2 video annotations → fine-tuned vision-language models. Work through the tabs "
           "left to right; the built-in sample and the tiny offline model are pre-selected, so pressing the buttons "
@@ -21,10 +29,13 @@ HEADER = ("# SAM2 VLM Studio\nSAM 2 video annotations → fine-tuned vision-lang
 
 
 @guarded
-def _datasets(selected: str | None = None) -> tuple[Any, Any]:
+def _datasets(selected: str | None = None, train_current: str | None = None) -> tuple[Any, Any, Any]:
+    """New choices everywhere; Quality & Split follows the dataset just made, the Train tab keeps its own choice
+    (it never switches behind the user's back; an empty one takes the first)."""
     names = service.list_datasets()
     value = selected if selected in names else (names[0] if names else None)
-    return gr.update(choices=names, value=value), gr.update(choices=names, value=value)
+    train = train_current if train_current in names else value
+    return gr.update(choices=names, value=value), gr.update(choices=names, value=train), gr.update(choices=names)
 
 
 def build_ui() -> gr.Blocks:
@@ -37,16 +48,21 @@ def build_ui() -> gr.Blocks:
         with gr.Tabs():
             data = data_tab.build()
             quality = quality_tab.build()
+            viewer = viewer_tab.build()
             train = train_tab.build()
             evaluate_tab.build()
+            try_tab.build()
             experiments_tab.build()
             export_tab.build()
-        both = [quality["dataset"], train["dataset"]]
-        data["converted"].success(_datasets, data["name"], both, api_visibility="private")
-        quality["split"].success(_datasets, quality["dataset"], both, api_visibility="private")
-        demo.load(_datasets, None, both, api_visibility="private")
-        demo.load(train["load_preset"], [train["preset"], train["model"]], train["config_out"],
-                  api_visibility="private")
+        render_hidden()
+        everywhere = [quality["dataset"], train["dataset"], viewer["dataset"]]
+        data["converted"].success(_datasets, [data["name"], train["dataset"]], everywhere, api_visibility="private")
+        quality["split"].success(_datasets, [quality["dataset"], train["dataset"]], everywhere,
+                                 api_visibility="private")
+        demo.load(_datasets, None, everywhere, api_visibility="private").then(
+            quality["show_saved"], quality["dataset"], quality["saved_out"], api_visibility="private")
         demo.load(train_tab.reattach, None, [train["jobs"], train["job_id"], train["from_seq"]],
-                  api_visibility="private").then(**train["follow"])
+                  api_visibility="private").then(
+            train_tab.initial_form, [train["preset"], train["model"]], train["form_out"],
+            api_visibility="private").then(**train["follow"])
     return demo

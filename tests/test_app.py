@@ -243,3 +243,44 @@ def test_file_routes_refuse_database_and_runs(server: dict[str, Any], job: int) 
         assert target.exists()
         response = httpx.get(f"{server['url']}gradio_api/file={target}", timeout=60)
         assert response.status_code in (403, 404), target
+
+
+@pytest.mark.slow
+def test_api_hygiene_and_try_model(server: dict[str, Any], job: int) -> None:
+    """No parameter is an empty enum, no output is named value_N, no result carries a server path; /try_model
+    answers with answer, boxes and parse_ok."""
+    import json
+    import re
+
+    from gradio_client import Client, handle_file
+
+    client = Client(server["url"], **CLIENT)
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    for name, endpoint in api.items():
+        for param in endpoint["parameters"]:
+            kind = param.get("type") or {}
+            assert kind.get("enum") != [] and (kind.get("items") or {}).get("enum") != [], (name, param)
+        for out in endpoint["returns"]:
+            assert not re.fullmatch(r"value_\d+", out.get("label") or ""), (name, out)
+    follow(client, job, 0)
+    run_id = client.predict("succeeded", "", "", "created", False, api_name="/list_experiments")[0]["data"][0][0]
+    frame = next((server["home"] / "datasets" / "api-demo" / "images").rglob("*.*"))
+    result, fine, base = client.predict(run_id, handle_file(str(frame)), "Find every ball in the image.",
+                                        api_name="/try_model")
+    assert {"answer", "boxes", "parse_ok"} <= set(result) and isinstance(result["boxes"], list)
+    assert fine and base and result["base"] is not None
+    page = client.predict("api-demo", "all", "all", "all", 0, api_name="/browse_dataset")
+    assert page[3] > 0 and page[1]["data"]
+    home = str(server["home"])
+
+    def plain(value: Any) -> Any:  # FileData dicts are gradio's own cache, served by URL
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items() if not (k == "path" and "url" in value)}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    outputs = [client.predict("api-demo", api_name="/validate"), result, page[1],
+               client.predict(run_id, "adapter", "best", api_name="/export")]
+    for out in outputs:
+        assert home not in json.dumps(plain(out)), out

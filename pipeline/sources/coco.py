@@ -49,12 +49,39 @@ def _is_polygon(poly: Any) -> bool:
 
 
 def resolve_image(name: str, base: Path) -> Path | None:
-    """An image path from a JSON file name, under `base` (or base/images, base/JPEGImages); None if it escapes."""
+    """An image path from a JSON file name, under `base` (or base/images, base/JPEGImages); None if it escapes.
+
+    When none of those exists, the file is found by its name anywhere under `base` (frames uploaded without their
+    sub-folders, e.g. `imgs/im0.jpg` uploaded as `im0.jpg`); only a name held by several files is refused."""
     relative = Path(str(name).replace("\\", "/"))
     root = base.resolve()
     candidates = [base / relative, base / "images" / relative, base / "JPEGImages" / relative]
     inside = [c for c in candidates if c.resolve().is_relative_to(root)]  # never read outside the images folder
-    return next((c for c in inside if c.is_file()), inside[0] if inside else None)
+    found = next((c for c in inside if c.is_file()), None)
+    if found is not None or not relative.name or not base.is_dir():
+        return found if found is not None else (inside[0] if inside else None)
+    same = _files_by_name(str(root)).get(relative.name, [])
+    if len(same) > 1:
+        shown = ", ".join(str(p.relative_to(root)) for p in same[:3])
+        raise UserError(f"image {name!r}: {len(same)} files are named {relative.name} ({shown}); keep the "
+                        "sub-folders (upload a ZIP of the frames folder) so the file names say which one")
+    return same[0] if same else (inside[0] if inside else None)
+
+
+_BY_NAME: dict[str, dict[str, list[Path]]] = {}
+
+
+def _files_by_name(root: str) -> dict[str, list[Path]]:
+    """{file name: [paths]} of every file under `root` (built once per folder and read)."""
+    if root not in _BY_NAME:
+        index: dict[str, list[Path]] = {}
+        for path in sorted(Path(root).rglob("*")):
+            if path.is_file():
+                index.setdefault(path.name, []).append(path)
+        if len(_BY_NAME) > 8:
+            _BY_NAME.clear()
+        _BY_NAME[root] = index
+    return _BY_NAME[root]
 
 
 GENERIC_PREFIXES = {"", "frame", "frames", "img", "image", "images", "im", "f"}
