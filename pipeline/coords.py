@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import UserError
+from .imagegrid import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, smart_resize
 from .masks import Box, BoxLike
-from .registry import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, smart_resize
 
 Labeled = tuple[str | None, Box]
 LabeledPolygon = tuple[str | None, list[float]]

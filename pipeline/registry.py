@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field, replace
 
 from .errors import UserError
+from .imagegrid import MAX_ASPECT, QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, smart_resize  # noqa: F401 - re-exported
 
 DEFAULT_MODEL = "tiny-smolvlm"
 FAMILIES = ("smolvlm", "llava", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "paligemma", "florence2", "llava_onevision",
@@ -23,9 +24,6 @@ LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 # Qwen2.5-VL's absolute-pixel answers on the smart_resize grid of this budget and records it in dataset.json; the
 # plan copies it to data.max_pixels (RUN/config.yaml, the model card); the processor is set to it for training,
 # evaluation, export and inference; the memory estimate counts image tokens with it.
-QWEN_MAX_PIXELS = 28 * 28 * 1280  # 1,003,520: also transformers' own Qwen2VLImageProcessor default
-QWEN_MIN_PIXELS = 56 * 56
-MAX_ASPECT = 200  # transformers' smart_resize refuses longer / shorter sides above this ratio
 
 
 @dataclass(frozen=True)
@@ -74,32 +72,6 @@ class ModelSpec:
             slices = min(a["max_slices"], math.ceil(width * height / a["tile"] ** 2))
             return a["per_slice"] * (1 if slices <= 1 else slices + 1)
         raise ValueError(f"unknown token rule {self.token_rule!r}")
-
-
-def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = QWEN_MIN_PIXELS,
-                 max_pixels: int = QWEN_MAX_PIXELS) -> tuple[int, int]:
-    """Qwen2/2.5/3-VL's resize (sides multiples of `factor`, area within [min_pixels, max_pixels], aspect kept).
-
-    The same arithmetic as transformers' `models.qwen2_vl.image_processing_pil_qwen2_vl.smart_resize` (tests compare
-    them on many sizes), kept here so conversion and estimates need no transformers import. Like it, an aspect
-    ratio over 200 is refused.
-    """
-    if height <= 0 or width <= 0:
-        raise UserError(f"image size must be positive, got {width}x{height}")
-    if max(height, width) / min(height, width) > MAX_ASPECT:
-        raise UserError(f"image {width}x{height}: Qwen-VL processors refuse an aspect ratio over {MAX_ASPECT} "
-                        f"(got {max(height, width) / min(height, width):.1f}); crop or pad the frames")
-    h_bar = round(height / factor) * factor
-    w_bar = round(width / factor) * factor
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
 
 
 def with_image_cap(spec: ModelSpec, max_pixels: int | None) -> ModelSpec:

@@ -42,12 +42,16 @@ def _pins() -> list[str]:
 
 
 def vendored_parser() -> str:
-    """pipeline/coords.py made standalone (its two project imports replaced by their definitions)."""
+    """pipeline/coords.py made standalone (its project imports replaced by their definitions)."""
     text = resources.files("pipeline").joinpath("coords.py").read_text(encoding="utf-8")
     head = "# SAM2 VLM Studio's answer parser (pipeline/coords.py), copied into this Space.\n# ruff: noqa\n"
     text = text.replace("from .errors import UserError\n", "\n\nclass UserError(ValueError):\n"
                         "    \"\"\"A bad convention name.\"\"\"\n\n\n")
     text = text.replace("from .masks import Box, BoxLike\n", "Box = list[float]\nBoxLike = Sequence[float]\n")
+    grid = resources.files("pipeline").joinpath("imagegrid.py").read_text(encoding="utf-8")
+    grid = grid.split("from .errors import UserError\n", 1)[1]  # its constants and smart_resize, after the imports
+    text = text.replace("from .imagegrid import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, smart_resize\n",
+                        "import math\n" + grid)
     if "from ." in text:
         raise UserError("pipeline/coords.py imports more of the project than the Space can carry")
     return head + text
