@@ -37,7 +37,7 @@ def _pins() -> list[str]:
             spec = line.split("#")[0].strip()
             if "==" in spec:
                 name, version = spec.split("==", 1)
-                pins[name.strip().lower()] = version.strip()
+                pins[name.split("[")[0].strip().lower()] = version.strip()  # gradio[oauth] pins gradio
     return [f"{name}=={pins[name]}" if name in pins else name for name in SPACE_PINS]
 
 
