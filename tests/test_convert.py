@@ -157,7 +157,7 @@ def _bad_inputs(sample_dir: Path, truth: dict, work: Path) -> list[tuple[str, li
     (work / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 200)
     coco = json.loads((sample_dir / truth["coco"]["file"]).read_text())
     for image in coco["images"]:
-        image["file_name"] = "gone/missing_" + image["file_name"]  # found nowhere, not even by its base name
+        image["file_name"] = f"gone/missing_{image['id']:06d}.jpg"  # found nowhere, not even by its base name
     (work / "coco.json").write_text(json.dumps(coco))
     video = sample_dir / stream["video"]
     return [

@@ -40,8 +40,9 @@ def test_export_space_writes_app_requirements_and_card(space: tuple[Path, Path, 
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "app.py", "requirements.txt", "studio_coords.py"]
     front = yaml.safe_load((folder / "README.md").read_text().split("---")[1])
     assert front["sdk"] == "gradio" and front["app_file"] == "app.py" and front["models"] == ["alice/shapes-lora"]
-    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
-                if "==" in line and not line.startswith("#"))
+    pins = {name.split("[")[0]: version for name, version in (  # gradio[oauth]==X pins gradio
+        line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#"))}
     wanted = dict(line.split("==") for line in (folder / "requirements.txt").read_text().splitlines())
     assert {"gradio", "transformers", "peft", "torch"} <= set(wanted)
     assert all(pins[name].split()[0] == version for name, version in wanted.items())
