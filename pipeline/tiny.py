@@ -8,6 +8,7 @@ config, a byte-level BPE tokenizer trained on a generated corpus, and the archit
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import math
 import random
@@ -17,13 +18,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from . import chat_templates
 from .atomic import atomic_output_dir
 from .errors import UserError
 from .home import home_dir
 
-TINY_MODELS: tuple[str, ...] = ("tiny-smolvlm", "tiny-llava", "tiny-qwen2-vl")
+TINY_MODELS: tuple[str, ...] = ("tiny-smolvlm", "tiny-llava", "tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl",
+                                 "tiny-paligemma", "tiny-florence2", "tiny-llava-onevision")
 MARKER = "studio_model.json"  # written last: its presence means the folder is complete
-BUILD_VERSION = 4  # bump to rebuild cached tiny models after a recipe change
+BUILD_VERSION = 5  # bump to rebuild cached tiny models after a recipe change
 SEED = 0
 IMAGE_SIZE = 64
 TEXT = {"hidden_size": 96, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -47,13 +50,7 @@ LLAVA_TEMPLATE = (
     "{% if message['role'] == 'assistant' %}{{ item['text'] + '</s>' }}{% else %}{{ item['text'] + ' ' }}{% endif %}"
     "{% endfor %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
-QWEN2_VL_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for item in message['content'] %}"
-    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+QWEN2_VL_TEMPLATE = chat_templates.QWEN2_VL  # the real one: default system prompt, then ChatML turns
 
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
                 "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
@@ -116,7 +113,8 @@ def _corpus(rng: random.Random, lines: int = 1500) -> list[str]:
 
 
 def build_tokenizer(special: list[str], *, bos: str | None, eos: str, pad: str, unk: str | None = None,
-                    add_bos: bool = False, chat_template: str | None = None) -> Any:
+                    add_bos: bool = False, chat_template: str | None = None,
+                    extra_special: dict[str, str] | None = None) -> Any:
     """Train a byte-level BPE tokenizer: one token per digit, JSON punctuation split, `special` kept whole."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -136,8 +134,9 @@ def build_tokenizer(special: list[str], *, bos: str | None, eos: str, pad: str, 
                                                            special_tokens=[(bos, tok.token_to_id(bos))])
     else:
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    named = {"extra_special_tokens": extra_special} if extra_special else {}  # e.g. image_token for Florence-2
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad,
-                                      unk_token=unk, clean_up_tokenization_spaces=False)
+                                      unk_token=unk, clean_up_tokenization_spaces=False, **named)
     if chat_template:
         wrapped.chat_template = chat_template
     return wrapped
@@ -201,13 +200,21 @@ def _build_llava() -> Any:
 
 @functools.cache
 def image_only_processor_class(base: type[Any]) -> type[Any]:
-    """`base` (a Qwen-style processor) without its video processor: video processors need torchvision."""
+    """`base` (a Qwen- or LLaVA-OneVision-style processor) without its video processor: those need torchvision.
 
-    def __init__(self: Any, image_processor: Any = None, tokenizer: Any = None, chat_template: str | None = None,
-                 **kwargs: Any) -> None:
-        base.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-    return type(f"ImageOnly{base.__name__}", (base,), {"__init__": __init__, "__module__": __name__})
+    The constructor keeps the base's other parameters by name (num_image_tokens, ...): transformers saves and passes
+    on exactly the parameters the constructor's code declares.
+    """
+    names = [name for name in inspect.signature(base.__init__).parameters
+             if name not in ("self", "image_processor", "tokenizer", "video_processor", "kwargs")]
+    defaults = {name: inspect.signature(base.__init__).parameters[name].default for name in names}
+    own = "".join(f", {name}=_defaults[{name!r}]" for name in names)
+    passed = "".join(f", {name}={name}" for name in names)
+    source = (f"def __init__(self, image_processor=None, tokenizer=None{own}, **kwargs):\n"
+              f"    _base.__init__(self, image_processor, tokenizer, None{passed}, **kwargs)\n")
+    scope: dict[str, Any] = {"_base": base, "_defaults": defaults}
+    exec(source, scope)  # noqa: S102 - a constructor with the base's parameter names, built from its signature
+    return type(f"ImageOnly{base.__name__}", (base,), {"__init__": scope["__init__"], "__module__": __name__})
 
 
 def _build_qwen2_vl() -> Any:
@@ -236,8 +243,18 @@ def _build_qwen2_vl() -> Any:
     return Qwen2VLForConditionalGeneration(config), processor
 
 
+def _family_builder(key: str) -> Callable[[], Any]:
+    def build() -> Any:
+        from .tiny_families import BUILDERS as FAMILY_BUILDERS  # imports this module: not at the top
+
+        return FAMILY_BUILDERS[key]()
+
+    return build
+
+
 BUILDERS: dict[str, Callable[[], Any]] = {
-    "tiny-smolvlm": _build_smolvlm, "tiny-llava": _build_llava, "tiny-qwen2-vl": _build_qwen2_vl}
+    "tiny-smolvlm": _build_smolvlm, "tiny-llava": _build_llava, "tiny-qwen2-vl": _build_qwen2_vl,
+    **{key: _family_builder(key) for key in TINY_MODELS[3:]}}
 
 
 def small_model_init(model: Any) -> None:
