@@ -224,7 +224,8 @@ def run_family(key: str, smoke: bool, steps: int, batch_size: int) -> dict[str, 
     image_tokens = int((batch["input_ids"][0] == processor.image_token_id).sum())
     row = {"model": key if not smoke else twin, "family": spec.family, "convention": spec.convention,
            "params": sum(p.numel() for p in model.parameters()), "image_tokens": image_tokens,
-           "registry_tokens": spec.vision_tokens(side, side), "seq": int(batch["input_ids"].shape[1]),
+           "registry_tokens": get_spec(twin if smoke else key).vision_tokens(side, side),
+           "seq": int(batch["input_ids"].shape[1]),
            "tokens_per_s": batch["input_ids"].numel() * steps / seconds, "loss": losses[-1],
            "peak_gib": torch.cuda.max_memory_allocated() / GIB if cuda else 0.0,
            "answer_tokens": max(len(a) for a in answers)}

@@ -193,7 +193,7 @@ def run_demo(out: str | Path | None = None, *, steps: int | None = None, sample:
     `model` is any offline tiny model (registry key); its family's recipe (pipeline/demo_recipes.py) sets the
     training values that make it learn in the demo's time.
     """
-    from .demo_recipes import check_demo_model
+    from .demo_recipes import check_demo_model, recipe_sample
 
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     spec = check_demo_model(model)
@@ -201,7 +201,8 @@ def run_demo(out: str | Path | None = None, *, steps: int | None = None, sample:
     summary = DemoSummary(out=str(folder), model=spec.key, convention=spec.convention)
     started = time.monotonic()
     try:
-        _run_stages(folder, summary, steps, {**SAMPLE_OPTIONS, **(sample or {})}, eval_limit, echo, progress)
+        options = {**SAMPLE_OPTIONS, **recipe_sample(spec.key), **(sample or {})}
+        _run_stages(folder, summary, steps, options, eval_limit, echo, progress)
         summary.seconds = round(time.monotonic() - started, 1)
         _write_summary(folder, summary)
     except BaseException:

@@ -10,12 +10,14 @@ from typing import Any
 
 from .errors import UserError
 
-# model key -> {"training": {field: value}} (TrainConfig.training fields); an empty recipe is the preset as it is.
+# model key -> {"training": {field: value}} (TrainConfig.training fields) and {"sample": {option: value}} (the
+# generated sample, pipeline.demo.SAMPLE_OPTIONS); an empty recipe is the preset and the sample as they are.
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "tiny-smolvlm": {},
     "tiny-llava": {},
     "tiny-qwen2-vl": {},
-    "tiny-qwen2.5-vl": {},
+    # 112 px frames: Qwen2.5-VL's real 28 px grid gives a 64 px frame only 2x2 tokens; 112 px gives 4x4.
+    "tiny-qwen2.5-vl": {"sample": {"width": 112, "height": 112}},
     "tiny-qwen3-vl": {},
     "tiny-paligemma": {},
     "tiny-florence2": {},
@@ -37,11 +39,18 @@ def check_demo_model(model: str) -> Any:
     return spec
 
 
+def recipe_sample(model: str) -> dict[str, Any]:
+    """The recipe's sample options for `model` (frame size, ...), {} for the demo's defaults."""
+    return dict(RECIPES.get(model, {}).get("sample", {}))
+
+
 def apply_recipe(cfg: Any, model: str) -> Any:
     """Set the recipe's training values for `model` on `cfg` (a TrainConfig from the cpu_demo preset)."""
     from .config import set_field
 
     for section, values in RECIPES.get(model, {}).items():
+        if section == "sample":
+            continue
         for name, value in values.items():
             set_field(cfg, f"{section}.{name}", value)
     return cfg

@@ -165,3 +165,18 @@ def test_adapter_and_merged_exports_reload_and_answer_alike(twin, base: Path):
         answers.append(generate_answers(model, load_processor(str(merged.out_dir)), examples, image_root=dataset,
                                         max_new_tokens=12, progress=False))
     assert answers[0] == answers[1] and all(answers[0])
+
+
+def test_gpu_check_builds_a_real_size_config_of_every_family():
+    """bench/gpu_families.py's configs, built on the meta device, have the registry's published sizes."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "gpu_families.py"
+    spec = importlib.util.spec_from_file_location("gpu_families", path)
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    families = {get_spec(key).family for key in bench.REAL}
+    assert families == {get_spec(key).family for key in TWINS}
+    for key in bench.REAL:
+        assert abs(bench.count_params(key) / get_spec(key).params - 1) < 0.03, key
