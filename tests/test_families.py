@@ -180,3 +180,14 @@ def test_gpu_check_builds_a_real_size_config_of_every_family():
     assert families == {get_spec(key).family for key in TWINS}
     for key in bench.REAL:
         assert abs(bench.count_params(key) / get_spec(key).params - 1) < 0.03, key
+
+
+def test_qwen2_5_vl_answers_are_pixels_of_the_grid_its_processor_makes():
+    """The twin's processor resizes to the same smart_resize grid the convention writes pixel answers on."""
+    processor = load_processor("tiny-qwen2.5-vl")
+    conv = get_convention("qwen2_5_vl")
+    patch = processor.image_processor.patch_size
+    for width, height in [(64, 64), (112, 112), (128, 72), (50, 90), (640, 480)]:
+        grid = processor.image_processor(images=[Image.new("RGB", (width, height))])["image_grid_thw"][0].tolist()
+        x_axis, y_axis = conv.axes(width, height)
+        assert (grid[1] * patch, grid[2] * patch) == (y_axis.units, x_axis.units), (width, height)
