@@ -16,8 +16,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "tiny-smolvlm": {},
     "tiny-llava": {},
     "tiny-qwen2-vl": {},
-    # 112 px frames: Qwen2.5-VL's real 28 px grid gives a 64 px frame only 2x2 tokens; 112 px gives 4x4.
-    "tiny-qwen2.5-vl": {"sample": {"width": 112, "height": 112}},
+    "tiny-qwen2.5-vl": {},
     "tiny-qwen3-vl": {},
     "tiny-paligemma": {},
     "tiny-florence2": {},
