@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"miou": 0.5, "ratio": 3.0, "seconds": 300.0}
 
 
-def run_child(out: Path, steps: int | None) -> tuple[int, float, float]:
-    """(exit code, wall seconds, CPU seconds) of `python -m pipeline demo --out OUT`."""
-    command = [sys.executable, "-m", "pipeline", "demo", "--out", str(out)]
+def run_child(out: Path, steps: int | None, model: str | None = None) -> tuple[int, float, float]:
+    """(exit code, wall seconds, CPU seconds) of `python -m pipeline demo --out OUT [--model KEY]`."""
+    command = [sys.executable, "-m", "pipeline", "demo", "--out", str(out)] + (["--model", model] if model else [])
     if steps is not None:
         command += ["--steps", str(steps)]
     started = time.monotonic()
@@ -55,11 +55,14 @@ def main() -> int:
     parser.add_argument("--out", help="demo folder (default: a temporary folder, removed unless --keep)")
     parser.add_argument("--steps", type=int, help="training steps (default: the cpu_demo preset's)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary demo folder")
+    parser.add_argument("--model", help="offline tiny model (default: the demo's, tiny-smolvlm)")
     args = parser.parse_args()
     tmp = None if args.out else Path(tempfile.mkdtemp(prefix="bench-demo-"))
     out = Path(args.out) if args.out else tmp / "demo"
     try:
-        code, wall, cpu = run_child(out, args.steps)
+        load_before = os.getloadavg()[0]
+        code, wall, cpu = run_child(out, args.steps, args.model)
+        load = f"{load_before:.1f}/{os.getloadavg()[0]:.1f}"  # 1-min load before/after: timings under load are slow
         if code != 0:
             print(f"demo failed with exit code {code}", file=sys.stderr)
             return 1
@@ -73,7 +76,8 @@ def main() -> int:
         print(f"finetuned_miou={summary['finetuned_miou']:.3f} base_miou={summary['base_miou']:.3f} "
               f"baseline_miou={summary['baseline_miou']:.3f} ratio={ratio:.2f} steps={summary['steps']} "
               f"seconds={summary['seconds']:.0f} wall_with_startup={wall:.0f} cpu_seconds={cpu:.0f} "
-              f"cores={os.cpu_count()} goals={'missed' if missed else 'met'}")
+              f"cores={os.cpu_count()} load={load} model={summary.get('model')} "
+              f"convention={summary.get('convention')} goals={'missed' if missed else 'met'}")
         return 0
     finally:
         if tmp is not None and not args.keep:

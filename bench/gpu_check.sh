@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # GPU check for a lent CUDA machine: LoRA/QLoRA steps on random-initialised SmolVLM-256M- and Qwen2-VL-2B-sized
 # models (built from config: nothing downloads), tokens/s, MFU, measured peak memory vs the estimator, and the
-# ultra_low_memory_8gb preset's real peak. Prints a Markdown table; writes it (and JSON) under $OUT when set.
+# ultra_low_memory_8gb preset's real peak. Then one real-size config of every registry family (bench/gpu_families.py:
+# random weights, the family's processor, collator and convention, LoRA steps, generation). Prints Markdown tables;
+# writes them (and JSON) under $OUT when set.
 #
 #   bash bench/gpu_check.sh            # about 3-6 minutes on one H100
 #   bash bench/gpu_check.sh --steps 10
@@ -21,3 +23,5 @@ python -c "import torch, transformers, peft, bitsandbytes as bnb; print('torch',
 torch.version.cuda, '| transformers', transformers.__version__, '| peft', peft.__version__, '| bitsandbytes', \
 bnb.__version__)"
 python bench/gpu_check.py --json "$out/gpu_check.json" "$@" | tee "$out/gpu_check.txt"
+python bench/gpu_families.py --dry-run | tee "$out/gpu_families_params.txt"
+python bench/gpu_families.py --json "$out/gpu_families.json" | tee "$out/gpu_families.txt"

@@ -17,6 +17,7 @@ from .errors import UserError
 log = logging.getLogger(__name__)
 IGNORE = -100
 _SENTINEL = "QQSENTINELQQ"
+_SELF_FRAMING = ("PaliGemmaProcessor", "Florence2Processor")
 _STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<end_of_utterance>", "</s>", "<eos>", "<end_of_turn>", "<|eot_id|>")
 
 
@@ -32,11 +33,32 @@ def _messages(prompt: str, answer: str | None, image: bool) -> list[dict[str, An
     return turns
 
 
+def _own_framing(processor: Any) -> str | None:
+    """The processor class that frames prompts itself (PaliGemma, Florence-2: no chat template), else None."""
+    names = {cls.__name__ for cls in type(processor).__mro__}
+    return next((name for name in _SELF_FRAMING if name in names), None)
+
+
+def is_seq2seq(processor: Any) -> bool:
+    """An encoder-decoder family (Florence-2): the prompt goes to the encoder, the answer is the decoder's."""
+    return _own_framing(processor) == "Florence2Processor"
+
+
 def render_prompt(processor: Any, prompt: str, image: bool = True) -> str:
-    """The chat-template text of one user turn plus the generation prompt (plain `prompt\\n` without a template)."""
+    """The chat-template text of one user turn plus the generation prompt (plain `prompt\\n` without a template).
+
+    PaliGemma and Florence-2 processors frame the prompt themselves (`<image>...<bos>prefix\\n`,
+    `<image><s>prompt</s>`), so they get the bare prompt (PaliGemma's with its `<image>` placeholder in front, as
+    its processor expects).
+    """
     if getattr(processor, "chat_template", None) or getattr(_tokenizer(processor), "chat_template", None):
         return processor.apply_chat_template(_messages(prompt, None, image), add_generation_prompt=True,
                                              tokenize=False)
+    own = _own_framing(processor)
+    if own == "PaliGemmaProcessor":
+        return f"{processor.image_token}{prompt}" if image else prompt
+    if own:
+        return prompt
     return f"{prompt}\n"
 
 
@@ -102,6 +124,10 @@ class VisionLanguageCollator:
         self._gap, suffix = _answer_framing(self._template_owner, image=processor is not None)
         self.end_ids = self._end_ids(suffix)
         self.image_token_ids = self._image_token_ids()
+        # Florence-2: the decoder's labels start with <s> (as its tokenizer writes a target), the prompt stays apart
+        self.seq2seq = processor is not None and is_seq2seq(processor)
+        bos = self.tokenizer.bos_token_id
+        self.answer_prefix = [bos] if self.seq2seq and isinstance(bos, int) else []
 
     def _end_ids(self, suffix: str) -> list[int]:
         """Tokens after the answer up to and including the first special one (the end-of-turn token)."""
@@ -163,8 +189,10 @@ class VisionLanguageCollator:
 
     def _answer_ids(self, example: dict[str, Any], name: str, prompt: list[int]) -> list[int]:
         answer = example.get("answer")
-        ids = [] if answer is None else (
-            self.tokenizer(self._gap + str(answer), add_special_tokens=False)["input_ids"] + self.end_ids)
+        if answer is None:
+            return self._fit_answer(name, prompt, [], answer)
+        text_ids = self.tokenizer(self._gap + str(answer), add_special_tokens=False)["input_ids"]
+        ids = self.answer_prefix + text_ids + self.end_ids
         return self._fit_answer(name, prompt, ids, answer)
 
     def _fit_answer(self, name: str, prompt: list[int], ids: list[int], answer: Any) -> list[int]:
@@ -177,6 +205,8 @@ class VisionLanguageCollator:
                             f"{limit}; raise max_length (image tokens are never cut)", name)
         if answer is None:
             return []
+        if self.seq2seq:  # the decoder's own sequence: the prompt is the encoder's, nothing to share
+            return ids[:limit] if limit else ids
         if limit and len(prompt) + len(ids) > limit:
             log.warning("%s: answer truncated from %d to %d tokens (max_length %d)", name, len(ids),
                         limit - len(prompt), limit)
@@ -186,6 +216,13 @@ class VisionLanguageCollator:
     def _assemble(self, encoded: Any, prompt_ids: list[list[int]], per_token: dict[str, list[list[int]]],
                   answers: list[list[int]]) -> dict[str, Any]:
         import torch
+
+        if self.seq2seq:  # encoder input as the processor made it; labels are the decoder's own sequence
+            width = max((len(a) for a in answers), default=0)
+            labels = torch.full((len(answers), max(width, 1)), IGNORE, dtype=torch.long)
+            for i, answer in enumerate(answers):
+                labels[i, : len(answer)] = torch.tensor(answer, dtype=torch.long)
+            return {**{k: v for k, v in encoded.items() if k != "labels"}, "labels": labels}
 
         width = max(len(p) + len(a) for p, a in zip(prompt_ids, answers, strict=True))
         batch = len(prompt_ids)
@@ -217,6 +254,13 @@ def build_generation_inputs(processor: Any, images: list[Any], prompts: list[str
     return processor(images=pil, padding=True, padding_side="left", return_tensors="pt", **kwargs)
 
 
+def answer_start(model: Any, inputs: Any) -> int:
+    """Where the answer starts in generate()'s output: after the prompt, or after an encoder-decoder's start token."""
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return 1
+    return int(inputs["input_ids"].shape[1])
+
+
 def decode_answers(processor: Any, output_ids: Any, input_length: int) -> list[str]:
     """The generated answers after `input_length`, cut at the first end-of-turn/eos/pad token.
 
@@ -225,7 +269,10 @@ def decode_answers(processor: Any, output_ids: Any, input_length: int) -> list[s
     tok = _tokenizer(processor)
     stops = stop_token_ids(processor)
     answers = []
+    bos = tok.bos_token_id
     for row in output_ids[:, input_length:].tolist():
+        if row and row[0] == bos:  # Florence-2's decoder writes <s> first
+            row = row[1:]
         end = next((n for n, token in enumerate(row) if token in stops), len(row))
         answers.append(tok.decode(row[:end], skip_special_tokens=False, clean_up_tokenization_spaces=False).strip())
     return answers

@@ -50,6 +50,7 @@ class DemoSummary:
     seconds: float = 0.0
     steps: int = 0
     model: str = MODEL
+    convention: str = ""
     preset: str = PRESET
     method: str = ""
     train_examples: int = 0
@@ -185,14 +186,22 @@ def _new_folder(out: str | Path | None) -> Path:
 
 def run_demo(out: str | Path | None = None, *, steps: int | None = None, sample: dict[str, Any] | None = None,
              eval_limit: int | None = EVAL_LIMIT, echo: Callable[[str], None] | None = None,
-             progress: bool = True) -> DemoSummary:
-    """Run every stage into `out` (a new folder, removed again on failure) and write summary.json / summary.md."""
+             progress: bool = True, model: str = MODEL) -> DemoSummary:
+    """Run every stage into `out` (a new folder, removed again on failure) and write summary.json / summary.md.
+
+    `model` is any offline tiny model (registry key); its family's recipe (pipeline/demo_recipes.py) sets the
+    training values that make it learn in the demo's time.
+    """
+    from .demo_recipes import check_demo_model, recipe_sample
+
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+    spec = check_demo_model(model)
     folder = _new_folder(out)
-    summary = DemoSummary(out=str(folder))
+    summary = DemoSummary(out=str(folder), model=spec.key, convention=spec.convention)
     started = time.monotonic()
     try:
-        _run_stages(folder, summary, steps, {**SAMPLE_OPTIONS, **(sample or {})}, eval_limit, echo, progress)
+        options = {**SAMPLE_OPTIONS, **recipe_sample(spec.key), **(sample or {})}
+        _run_stages(folder, summary, steps, options, eval_limit, echo, progress)
         summary.seconds = round(time.monotonic() - started, 1)
         _write_summary(folder, summary)
     except BaseException:
@@ -224,7 +233,7 @@ def _run_stages(folder: Path, summary: DemoSummary, steps: int | None, sample: d
     from .sample import generate_sample
     from .split import split_dataset
 
-    spec = get_spec(MODEL)
+    spec = get_spec(summary.model)
     done = _stage(summary, "sample", echo)
     info = generate_sample(folder / "sample", progress=progress, **sample)
     done(f"{len(info.demo_zips)} SAM 2 demo exports of {sample['frames']} frames at "
@@ -233,12 +242,12 @@ def _run_stages(folder: Path, summary: DemoSummary, steps: int | None, sample: d
     done = _stage(summary, "convert", echo)
     dataset = folder / "dataset"
     converted = convert(info.demo_zips, dataset, video=info.demo_videos, labels=info.labels_json,
-                        convention=spec.convention, tasks=list(TASKS), progress=progress, family=MODEL)
+                        convention=spec.convention, tasks=list(TASKS), progress=progress, family=spec.key)
     summary.data.update(frames=converted.frames, objects=converted.objects, labels=converted.labels)
     done(f"{converted.frames} frames, {converted.objects} objects, labels {', '.join(sorted(converted.labels))}")
 
     done = _stage(summary, "validate", echo)
-    report = validate(dataset, folder / "report", family=MODEL)
+    report = validate(dataset, folder / "report", family=spec.key)
     s = report.summary
     summary.data["quality"] = {"errors": s["errors"], "warnings": s["warnings"], "infos": s["infos"]}
     done(f"{'passed' if report.passed else 'FAILED'}: {s['errors']} error(s), {s['warnings']} warning(s)")
@@ -276,15 +285,18 @@ def _train(folder: Path, summary: DemoSummary, dataset: Path, steps: int | None,
     from .train import run_training
 
     run = folder / "run"
-    cfg = get_preset(PRESET, model=MODEL, data=str(dataset), out=str(run))
+    from .demo_recipes import apply_recipe
+
+    cfg = get_preset(PRESET, model=summary.model, data=str(dataset), out=str(run))
     set_field(cfg, "data.tasks", list(TASKS))
+    apply_recipe(cfg, summary.model)
     if steps is not None:
         if steps < 1:
             raise UserError(f"--steps must be at least 1 (got {steps})")
         set_field(cfg, "training.max_steps", steps)
     summary.method = cfg.training.method
     done = _stage(summary, "train", echo)
-    echo(f"  {MODEL}, preset {PRESET}: {cfg.training.method} fine-tuning, {cfg.training.max_steps} steps of "
+    echo(f"  {summary.model}, preset {PRESET}: {cfg.training.method} fine-tuning, {cfg.training.max_steps} steps of "
          f"batch {cfg.training.batch_size}, learning rate {cfg.training.learning_rate:g} (progress: "
          f"{progress_path(run)})")
     with follow_progress(run, echo, lines=None if sys.stderr.isatty() else 20):

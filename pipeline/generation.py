@@ -50,7 +50,7 @@ def generate_answers(model: Any, processor: Any, examples: list[Example], *, ima
     import torch
     from tqdm import tqdm
 
-    from .collate import build_generation_inputs, decode_answers
+    from .collate import answer_start, build_generation_inputs, decode_answers
 
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1 (got {batch_size})")
@@ -71,7 +71,7 @@ def generate_answers(model: Any, processor: Any, examples: list[Example], *, ima
                 inputs = _to_device(inputs, model)
                 output = model.generate(**inputs, max_new_tokens=limit, do_sample=False, num_beams=1,
                                         pad_token_id=pad, use_cache=True)
-                answers += decode_answers(processor, output, inputs["input_ids"].shape[1])
+                answers += decode_answers(processor, output, answer_start(model, inputs))
                 bar.update(len(batch))
     finally:
         model.train(was_training)

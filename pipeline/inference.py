@@ -74,7 +74,7 @@ def generate(model: Any, processor: Any, rows: list[dict[str, Any]], max_new_tok
     """Greedy answers for rows {"image", "prompt"} and the logits at the last prompt position (float32, CPU)."""
     import torch
 
-    from .collate import build_generation_inputs, decode_answers
+    from .collate import answer_start, build_generation_inputs, decode_answers
 
     param = next(model.parameters())
     inputs = build_generation_inputs(processor, [r["image"] for r in rows], [r["prompt"] for r in rows])
@@ -83,7 +83,7 @@ def generate(model: Any, processor: Any, rows: list[dict[str, Any]], max_new_tok
     with torch.no_grad():
         logits = model(**inputs).logits[:, -1, :].float().cpu()
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return decode_answers(processor, output, inputs["input_ids"].shape[1]), logits
+    return decode_answers(processor, output, answer_start(model, inputs)), logits
 
 
 def default_prompt(studio: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ from .tiny import TINY_MODELS, ensure_tiny_model, image_only_processor_class, ti
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 QUANTIZATIONS = (None, "4bit", "8bit")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-_VIDEO_ONLY_EXTRA = ["self", "image_processor", "tokenizer", "video_processor", "chat_template", "kwargs"]
+_VIDEO_FIRST = ["self", "image_processor", "tokenizer", "video_processor"]  # processors with a video processor
 
 
 def find_spec(model: str) -> ModelSpec | None:
@@ -82,7 +82,7 @@ def _processor_class(model_type: str | None) -> type[Any] | None:
     cls = getattr(transformers, name, None) if isinstance(name, str) else None
     if cls is None or importlib.util.find_spec("torchvision") is not None:
         return None
-    if list(inspect.signature(cls.__init__).parameters) == _VIDEO_ONLY_EXTRA:
+    if list(inspect.signature(cls.__init__).parameters)[:4] == _VIDEO_FIRST:
         return image_only_processor_class(cls)
     return None
 

@@ -152,14 +152,40 @@ SPECS: list[ModelSpec] = [
               {"tokens": 16}, modules_to_save=["connector"], tiny=True, gpu_memory_class="CPU",
               chat_template_notes="SmolVLM template: '<|im_start|>User:<image>...<end_of_utterance>\\nAssistant:'",
               license="apache-2.0 (project-built)"),
-    ModelSpec("tiny-llava", "tiny-llava", "llava", "json", 383_328, 83_712, 96, 2, 517, 64, "fixed",
+    ModelSpec("tiny-llava", "tiny-llava", "llava", "llava", 383_328, 83_712, 96, 2, 517, 64, "fixed",
               {"tokens": 64}, modules_to_save=["multi_modal_projector"], tiny=True, gpu_memory_class="CPU",
-              chat_template_notes="LLaVA-1.5 template: 'USER: <image>\\n... ASSISTANT: ...</s>'",
+              chat_template_notes="LLaVA-1.5 template: 'USER: <image>\\n... ASSISTANT: ...</s>'; boxes 'label: "
+              "[x1, y1, x2, y2]' normalised 0-1",
               license="apache-2.0 (project-built)"),
-    ModelSpec("tiny-qwen2-vl", "tiny-qwen2-vl", "qwen2_vl", "json", 468_480, 182_112, 96, 2, 526, 64,
+    # The family twins (pipeline/tiny_families.py) write and read the convention of their family's real entries.
+    ModelSpec("tiny-qwen2-vl", "tiny-qwen2-vl", "qwen2_vl", "qwen2_vl", 468_480, 182_112, 96, 2, 526, 64,
               "smart_resize", _qwen(16, 32 * 32, 64 * 64), modules_to_save=["merger"], tiny=True,
               gpu_memory_class="CPU", license="apache-2.0 (project-built)",
-              chat_template_notes="ChatML without system prompt; image as <|vision_start|><|image_pad|><|vision_end|>"),
+              chat_template_notes="Qwen2-VL's template (default system prompt); image as "
+              "<|vision_start|><|image_pad|><|vision_end|>; boxes <|box_start|>(x1,y1),(x2,y2)<|box_end|> 0-1000"),
+    ModelSpec("tiny-qwen2.5-vl", "tiny-qwen2.5-vl", "qwen2_5_vl", "qwen2_5_vl", 535_488, 249_120, 96, 2, 526, 64,
+              "smart_resize", _qwen(28, 56 * 56, 28 * 28 * 1280), modules_to_save=["merger"], tiny=True,
+              gpu_memory_class="CPU", license="apache-2.0 (project-built)",
+              chat_template_notes="Qwen2.5-VL's template; the real 28 px grid and pixel budget, so JSON bbox_2d "
+              "in pixels of the smart_resize'd image (64x64 -> 56x56)"),
+    ModelSpec("tiny-qwen3-vl", "tiny-qwen3-vl", "qwen3_vl", "qwen3_vl", 563_904, 277_248, 96, 2, 530, 64,
+              "smart_resize", _qwen(16, 32 * 32, 64 * 64), modules_to_save=["merger"], tiny=True,
+              gpu_memory_class="CPU", license="apache-2.0 (project-built)",
+              chat_template_notes="Qwen3-VL-Instruct's template (no default system prompt); JSON bbox_2d 0-1000"),
+    ModelSpec("tiny-paligemma", "tiny-paligemma", "paligemma", "paligemma", 628_800, 117_312, 96, 2, 1669, 64,
+              "fixed", {"tokens": 16}, modules_to_save=["multi_modal_projector"], tiny=True, gpu_memory_class="CPU",
+              license="apache-2.0 (project-built)", chat_template_notes="no chat template: the processor writes "
+              "'<image>x16<bos>prefix\\n', answer '<locYYYY><locXXXX>... label<eos>'"),
+    ModelSpec("tiny-florence2", "tiny-florence2", "florence2", "florence2", 879_360, 152_576, 96, 2, 1542, 64,
+              "fixed", {"tokens": 65}, lora_targets=["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
+              modules_to_save=["multi_modal_projector"], tiny=True, gpu_memory_class="CPU",
+              license="apache-2.0 (project-built)", chat_template_notes="encoder-decoder (DaViT + BART): the "
+              "processor writes '<image>x65<s>prompt</s>', the decoder answers '<s>label<loc_x1><loc_y1>...</s>'"),
+    ModelSpec("tiny-llava-onevision", "tiny-llava-onevision", "llava_onevision", "json", 380_736, 80_448, 96, 2,
+              517, 64, "anyres", {"tile": 32, "grid": 2, "per_side": 4, "max_tiles": 9},
+              modules_to_save=["multi_modal_projector"], tiny=True, gpu_memory_class="CPU",
+              license="apache-2.0 (project-built)", chat_template_notes="LLaVA-OneVision's ChatML template; "
+              "anyres 32 px tiles up to 2x2 plus the base image (88 tokens for 64x64)"),
     # SmolVLM: SigLIP tiles of 512 px (256M/500M: 64 tokens per tile), image split to longest edge 2048.
     ModelSpec("smolvlm-256m", "HuggingFaceTB/SmolVLM-256M-Instruct", "smolvlm", "json", 256_000_000, 93_000_000,
               576, 30, 49_280, 512, "tiles", {"longest_edge": 2048, "tile": 512, "per_tile": 64, "split": 1},

@@ -216,7 +216,7 @@ def _tokenize(collator: VisionLanguageCollator, rows: list[dict[str, Any]], size
     answer_ids = iter(collator.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else [])
     out = []
     for row, name, (prompt, extras) in zip(rows, names, prompts, strict=True):
-        ids = [] if row.get("answer") is None else list(next(answer_ids)) + collator.end_ids
+        ids = [] if row.get("answer") is None else collator.answer_prefix + list(next(answer_ids)) + collator.end_ids
         out.append({"prompt_ids": prompt, "answer_ids": collator._fit_answer(name, prompt, ids, row.get("answer")),
                     "extra": extras})
     return out

@@ -360,6 +360,7 @@ def _metrics(trainer: Any, output: Any) -> dict[str, Any]:
 
 def run_training(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     """Train as configured (resuming from the newest complete checkpoint when asked); see docs/TRAINING.md."""
+    from .collate import VisionLanguageCollator, is_seq2seq
     from .models import load_processor
     from .tokenize_cache import TokenizedCollator
 
@@ -375,14 +376,23 @@ def run_training(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     with args.main_process_first(desc="run folder"):
         if main:
             prepare_run_folder(config, plan, resume)
-    return _train(config, plan, args, processor, model, hw, resume, TokenizedCollator)
+    # text tokenized once before the loop; an encoder-decoder (Florence-2) keeps the in-loop collator, whose labels are
+    # the decoder's own sequence
+    def in_loop(processor: Any, pad_to_multiple_of: int | None = None) -> Any:
+        return VisionLanguageCollator(processor, max_length=config.data.max_length)
+
+    collator_cls = in_loop if is_seq2seq(processor) else TokenizedCollator
+    return _train(config, plan, args, processor, model, hw, resume, collator_cls)
 
 
 def _datasets(cfg: TrainConfig, plan: Plan, processor: Any) -> tuple[RowDataset, RowDataset | None]:
     """Train/eval datasets whose rows carry their token ids, tokenized once (cached in the dataset folder)."""
+    from .collate import is_seq2seq
     from .tokenize_cache import cached_tokenize
 
     def dataset(rows: list[dict[str, Any]]) -> RowDataset:
+        if is_seq2seq(processor):  # tokenized in the loop (see run_training)
+            return RowDataset(rows, cfg.data.max_image_size)
         tokens = cached_tokenize(processor, rows, plan.dataset, convention=plan.spec.convention,
                                  max_length=cfg.data.max_length, cap=cfg.data.max_image_size)
         return RowDataset(rows, cfg.data.max_image_size, tokens)

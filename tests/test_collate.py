@@ -18,7 +18,7 @@ LONG = '[{"bbox_2d": [12, 5, 40, 33], "label": "circle"}, {"bbox_2d": [1, 2, 3, 
 
 @pytest.fixture(scope="module")
 def processors():
-    return {key: load_processor(key) for key in TINY_MODELS}
+    return {key: load_processor(key) for key in TINY_MODELS[:3]}
 
 
 def _rows() -> list[dict]:
@@ -32,7 +32,7 @@ def _answer_text(processor, labels_row) -> str:
     return processor.tokenizer.decode(labels_row[labels_row != IGNORE].tolist(), skip_special_tokens=False)
 
 
-@pytest.mark.parametrize("key", TINY_MODELS)
+@pytest.mark.parametrize("key", TINY_MODELS[:3])  # every twin: tests/test_families.py
 def test_labels_are_exactly_the_answer_and_end_of_turn(processors, key):
     processor = processors[key]
     collator = VisionLanguageCollator(processor)

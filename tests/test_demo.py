@@ -33,6 +33,7 @@ def test_short_demo_writes_every_artifact(short_demo):
     for key in ("finetuned_miou", "base_miou", "baseline_miou"):
         assert isinstance(data[key], float) and 0.0 <= data[key] <= 1.0, key
     assert data["seconds"] > 0 and data["steps"] == 4 and data["model"] == "tiny-smolvlm"
+    assert data["convention"] == "json"
     assert set(data["stage_seconds"]) == {"sample", "convert", "validate", "split", "train", "evaluate", "export"}
     for key in ("report", "run", "evaluation", "export", "export_zip", "summary"):
         assert Path(data[key]).exists() and Path(data[key]).is_relative_to(out), key
@@ -128,5 +129,20 @@ def test_bad_sample_option_leaves_nothing_behind(tmp_path):
 def test_cli_help_lists_the_options():
     text = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--help"], capture_output=True, text=True,
                           check=True).stdout
-    for option in ("--out", "--steps", "--frames", "--videos", "--eval-limit"):
+    for option in ("--out", "--model", "--steps", "--frames", "--videos", "--eval-limit"):
         assert option in text
+
+
+@pytest.mark.slow
+def test_demo_runs_on_another_family_in_its_convention(tmp_path):
+    """Florence-2's twin (encoder-decoder, <loc_N> answers): the whole demo, scored in its own convention."""
+    summary = run_demo(tmp_path / "out", steps=2, sample=SHORT, eval_limit=4, echo=lambda line: None,
+                       progress=False, model="tiny-florence2")
+    data = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    assert data["model"] == summary.model == "tiny-florence2" and data["convention"] == "florence2"
+    truth = [json.loads(line)["truth_answer"] for line in
+             (Path(data["evaluation"]) / "predictions.jsonl").read_text().splitlines()]
+    assert truth and all("<loc_" in answer for answer in truth)
+    with pytest.raises(UserError, match="unknown demo model 'tiny-nope'.*tiny-paligemma"):
+        run_demo(tmp_path / "other", model="tiny-nope")
+    assert not (tmp_path / "other").exists()

@@ -22,6 +22,7 @@ from pipeline.registry import (
     smart_resize,
     with_image_cap,
 )
+from pipeline.tiny import TINY_MODELS
 
 SIZES = [(64, 64), (1280, 720), (720, 1280), (848, 480), (333, 500), (4000, 3000)]
 REQUIRED_HUB_IDS = [
@@ -43,7 +44,8 @@ def test_every_entry_has_valid_fields(spec):
     assert isinstance(spec.modules_to_save, list) and spec.license and spec.gpu_memory_class
     assert spec.revision is None or isinstance(spec.revision, str)
     if spec.tiny:
-        assert spec.convention == "json" and spec.hub_id == spec.key and not spec.remote_code
+        real = {s.convention for s in list_specs() if s.family == spec.family and not s.tiny and s.enabled}
+        assert spec.convention in real and spec.hub_id == spec.key and not spec.remote_code  # the family's own
     if spec.remote_code:
         assert not spec.enabled and "STUDIO_REMOTE_CODE_ALLOWLIST" in spec.disabled_reason
     else:
@@ -59,7 +61,7 @@ def test_registry_covers_required_models_with_unique_names():
     assert len(set(keys)) == len(keys)
     assert {s.hub_id for s in specs} >= set(REQUIRED_HUB_IDS)
     assert DEFAULT_MODEL == "tiny-smolvlm" and get_spec(DEFAULT_MODEL).tiny
-    assert [s.key for s in specs if s.tiny] == ["tiny-smolvlm", "tiny-llava", "tiny-qwen2-vl"]
+    assert [s.key for s in specs if s.tiny] == list(TINY_MODELS)
     assert get_spec("Qwen/Qwen2-VL-2B-Instruct").key == "qwen2-vl-2b"
     assert get_spec("microsoft/Florence-2-base").remote_code
     assert not get_spec("florence2-base").remote_code  # native in transformers 5

@@ -1,4 +1,4 @@
-"""`python -m pipeline demo [--out DIR] [--steps N]`: the whole offline pipeline end to end on generated data."""
+"""`python -m pipeline demo [--out DIR] [--model KEY] [--steps N]`: the whole offline pipeline on generated data."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ HELP = "the whole offline pipeline end to end on generated data"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the `demo` verb."""
-    from ..demo import EVAL_LIMIT, PRESET, SAMPLE_OPTIONS
+    from ..demo import EVAL_LIMIT, MODEL, PRESET, SAMPLE_OPTIONS
+    from ..tiny import TINY_MODELS
 
+    parser.add_argument("--model", default=MODEL, metavar="KEY",
+                        help=f"offline tiny model to train (default {MODEL}; any of {', '.join(TINY_MODELS)})")
     parser.add_argument("--out", metavar="DIR",
                         help="new (or empty) folder for every artifact (default: STUDIO_HOME/demos/demo-<time>)")
     parser.add_argument("--steps", type=int, metavar="N",
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--eval-limit must be 0 (all) or more (got {args.eval_limit})")
     quiet_library_bars()
     summary = run_demo(args.out, steps=args.steps, sample={"frames": args.frames, "videos": args.videos},
-                       eval_limit=args.eval_limit or None, progress=sys.stderr.isatty())
+                       eval_limit=args.eval_limit or None, progress=sys.stderr.isatty(), model=args.model)
     print(summary.table())
     print()
     for name in ("summary", "report", "run", "evaluation", "export", "export_zip"):

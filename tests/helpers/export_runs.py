@@ -58,15 +58,15 @@ def dataset(base: Path) -> Path:
     return _CACHE["dataset"]
 
 
-def trained_run(base: Path, method: str) -> Path:
-    """A 2-step run of tiny-smolvlm (`lora`, `full` or `qlora`) with checkpoints at steps 1 and 2."""
-    key = f"run-{method}"
+def trained_run(base: Path, method: str, model: str = "tiny-smolvlm") -> Path:
+    """A 2-step run of `model` (`lora`, `full` or `qlora`) with checkpoints at steps 1 and 2."""
+    key = f"run-{method}" if model == "tiny-smolvlm" else f"run-{method}-{model}"
     if key not in _CACHE:
         from pipeline.config import set_field
         from pipeline.presets import get_preset
         from pipeline.train import run_training
 
-        cfg = get_preset("quick_test", model="tiny-smolvlm")
+        cfg = get_preset("quick_test", model=model)
         for field, value in {"data.path": str(dataset(base)), "training.output_dir": str(base / key),
                              "training.method": method, "training.max_steps": 2, "training.save_steps": 1,
                              "training.keep_checkpoints": 2, "data.max_eval_samples": 2}.items():
