@@ -396,6 +396,75 @@ def watch_job(job_id: int, from_seq: int = 0, poll: float = 0.5) -> Iterator[Wat
         yield ready(held)
 
 
+# -- step jobs: convert, validate, evaluate and export off the request path ------------------------------------
+def submit_convert(files: Sequence[str | Path] | None, name: str, *, sample: bool = False,
+                   labels: dict[int, str] | None = None, tasks: Sequence[str] = DEFAULT_TASKS,
+                   family: str = DEFAULT_MODEL, every: int = 1, overwrite: bool = False) -> dict[str, Any]:
+    """Queue a conversion job (uploads are copied into its folder); returns the job at once."""
+    from .steps import prepare_step
+
+    name = check_name(name, "dataset name")
+    out = home_dir("datasets") / name
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"a dataset named {name!r} already exists: choose another name or tick 'replace'")
+    if not sample and not [f for f in files or [] if f]:
+        raise UserError("upload an export (ZIP, JSON, JSONL, with its video or frames) or pick the built-in sample")
+    params = {"files": [str(f) for f in files or [] if f], "name": name, "sample": bool(sample),
+              "labels": {str(k): v for k, v in (labels or {}).items()}, "tasks": list(tasks or DEFAULT_TASKS),
+              "family": family or DEFAULT_MODEL, "every": int(every or 1), "overwrite": bool(overwrite)}
+    return job_info(backend().submit(prepare_step("convert", params, name=f"convert {name}")))
+
+
+def submit_validate(name: str) -> dict[str, Any]:
+    """Queue the quality report of a dataset; returns the job at once."""
+    from .steps import prepare_step
+
+    dataset_dir(name)  # refuse an unknown dataset now, not in the job
+    return job_info(backend().submit(prepare_step("validate", {"dataset": name.strip()}, name=f"validate {name}")))
+
+
+def submit_evaluate(run_id: str, checkpoint: str = "best", split_name: str = "test",
+                    limit: int | None = 32) -> dict[str, Any]:
+    """Queue the evaluation of a run's checkpoint; returns the job at once."""
+    from .steps import prepare_step
+
+    run_id = (run_id or "").strip()
+    params = {"run_id": run_id, "run_dir": str(_run_dir(run_id)), "checkpoint": checkpoint or "best",
+              "split": split_name or "test", "limit": int(limit) if limit else None}
+    return job_info(backend().submit(prepare_step("evaluate", params, experiment=run_id, name=f"evaluate {run_id}")))
+
+
+def submit_export(run_id: str, mode: str = "adapter", checkpoint: str = "best") -> dict[str, Any]:
+    """Queue the export of a run; returns the job at once."""
+    from .steps import prepare_step
+
+    run_id = (run_id or "").strip()
+    if mode not in ("adapter", "merged"):
+        raise UserError(f"export mode {mode!r}: use adapter or merged")
+    params = {"run_id": run_id, "run_dir": str(_run_dir(run_id)), "mode": mode, "checkpoint": checkpoint or "best"}
+    return job_info(backend().submit(prepare_step("export", params, experiment=run_id, name=f"export {run_id}")))
+
+
+def step_outcome(job_id: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(the job, its result read from JOB/result.json or None): what a result view shows, after any reload."""
+    from .steps import read_result
+
+    job = backend().get(int(job_id))
+    return job_info(job), read_result(job.run_dir) if job.status == "succeeded" else None
+
+
+def latest_step(kind: str) -> int | None:
+    """The newest job of a step kind (running or queued first), for a page that re-attaches after a reload."""
+    jobs = [j for j in backend().list() if j.kind == kind]
+    active = [j.id for j in jobs if j.status in ("running", "queued")]
+    return max(active or [j.id for j in jobs], default=None)
+
+
+def step_gallery(result: dict[str, Any]) -> list[tuple[Any, str]]:
+    """The worst examples of an evaluation result (read from its gallery folder)."""
+    return _gallery(Path(result["gallery"])) if result.get("gallery") else []
+
+
 # -- runs: Evaluate and Export tabs ----------------------------------------------------------------------------
 def run_choices() -> list[tuple[str, str]]:
     """(label, run id) of the experiments, newest first."""
@@ -424,20 +493,26 @@ def checkpoint_choices(run_id: str) -> list[str]:
 def evaluate(run_id: str, checkpoint: str = "best", split_name: str = "test", limit: int | None = 32,
              ) -> tuple[dict[str, Any], list[tuple[Any, str]]]:
     """Score a run's checkpoint against its base model and the mean-box baseline; (metrics, gallery worst-first)."""
+    info = evaluate_folder(_run_dir(run_id), run_id, checkpoint, split_name, limit)
+    return info, _gallery(Path(info["gallery"]))
+
+
+def evaluate_folder(run: Path, run_id: str, checkpoint: str = "best", split_name: str = "test",
+                    limit: int | None = 32) -> dict[str, Any]:
+    """`evaluate` on a run folder; the info dict names the folder of the worst examples (`gallery`)."""
     from .eval_score import METRIC_KEYS
     from .evaluate import evaluate_run
 
-    result = evaluate_run(_run_dir(run_id), split=split_name or "test", limit=int(limit) if limit else None,
+    result = evaluate_run(run, split=split_name or "test", limit=int(limit) if limit else None,
                           checkpoint=checkpoint or "best", batch_size=8)
     roles = list(result.comparison)  # model (fine-tuned), base, baseline
     names = getattr(result, "names", None) or {}
     rows = [[key, *[_round(result.comparison[r].get(key)) for r in roles]] for key in METRIC_KEYS
             if any(result.comparison[r].get(key) is not None for r in roles)]
-    info = {"run_id": run_id, "checkpoint": checkpoint, "split": split_name,
+    return {"run_id": run_id, "checkpoint": checkpoint, "split": split_name,
             "columns": ["metric", *[names.get(r, r) for r in roles]],
             "rows": rows, "metrics": {k: _round(v) for k, v in result.metrics.items() if _plain(v)},
-            "notes": result.notes}
-    return info, _gallery(Path(result.out) / "gallery" / "worst")
+            "notes": result.notes, "gallery": str(Path(result.out) / "gallery" / "worst")}
 
 
 def _plain(value: Any) -> bool:
@@ -461,17 +536,25 @@ def _gallery(folder: Path, limit: int = 12) -> list[tuple[Any, str]]:
 
 def export(run_id: str, mode: str = "adapter", checkpoint: str = "best", progress: bool = False) -> dict[str, Any]:
     """Export a run into STUDIO_HOME/exports/<run id>-<mode> (+ .zip beside it); replaces an earlier export."""
+    return export_folder(_run_dir((run_id or "").strip()), mode, checkpoint, progress)
+
+
+def export_dir(run: Path, mode: str) -> Path:
+    """STUDIO_HOME/exports/<run folder name>-<mode>."""
+    return home_dir("exports") / check_name(f"{run.name}-{mode}", "export name")
+
+
+def export_folder(run: Path, mode: str = "adapter", checkpoint: str = "best", progress: bool = False,
+                  ) -> dict[str, Any]:
+    """`export` of a run folder."""
     from .export import export_run
 
-    run_id = (run_id or "").strip()
-    run = _run_dir(run_id)
-    name = check_name(f"{run.name}-{mode}", "export name")
-    result = export_run(run, home_dir("exports") / name, mode=mode, checkpoint=checkpoint or "best", overwrite=True,
-                        progress=progress)
+    out = export_dir(run, mode)
+    result = export_run(run, out, mode=mode, checkpoint=checkpoint or "best", overwrite=True, progress=progress)
     card = result.out_dir / "README.md"
-    return {"export": name, "mode": result.mode, "source": result.source, "step": result.step, "files": result.files,
-            "notes": result.notes, "parity": (result.parity or {}).get("all_match"), "zip": str(result.zip_path),
-            "card": card.read_text(encoding="utf-8") if card.is_file() else ""}
+    return {"export": out.name, "mode": result.mode, "source": result.source, "step": result.step,
+            "files": result.files, "notes": result.notes, "parity": (result.parity or {}).get("all_match"),
+            "zip": str(result.zip_path), "card": card.read_text(encoding="utf-8") if card.is_file() else ""}
 
 
 def list_exports() -> list[str]:
@@ -536,7 +619,7 @@ def delete_experiment(run_id: str) -> dict[str, Any]:
 def blocked_paths() -> list[str]:
     """What the web server must never serve: the database, the run folders, models, logs, uploads in staging."""
     home = studio_home()
-    names = ("studio.db", "studio.db-wal", "studio.db-shm", "scheduler.lock", "runs", "models", "logs", "cache")
+    names = ("studio.db", "studio.db-wal", "studio.db-shm", "scheduler.lock", "runs", "models", "logs", "cache", "jobs")
     return [str(home / n) for n in names]
 
 

@@ -10,6 +10,7 @@ import gradio as gr
 
 from pipeline import service
 
+from . import step_ui
 from .common import TRACK_TQDM, guarded
 
 UPLOAD_TYPES = [".zip", ".json", ".jsonl", ".ndjson", ".csv", ".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi",
@@ -38,12 +39,18 @@ def detect_format(files: list[str] | None, sample: bool, progress: gr.Progress =
 
 @guarded
 def convert(files: list[str] | None, sample: bool, name: str, labels: Any, tasks: list[str], family: str,
-            every: float, overwrite: bool, progress: gr.Progress = TRACK_TQDM) -> dict[str, Any]:
-    """Convert into STUDIO_HOME/datasets/<name> with a progress bar."""
-    progress(0, desc="converting")
-    return service.convert_inputs(files, name, sample=bool(sample), labels=service.labels_from_rows(labels),
-                                  tasks=tasks, family=family, every=int(every or 1), overwrite=bool(overwrite),
-                                  progress=True)
+            every: float, overwrite: bool, progress: gr.Progress = gr.Progress()) -> dict[str, Any]:  # noqa: B008
+    """Queue a conversion job into STUDIO_HOME/datasets/<name>, follow its progress; the summary from disk."""
+    job = service.submit_convert(files, name, sample=bool(sample), labels=service.labels_from_rows(labels),
+                                 tasks=tasks, family=family, every=int(every or 1), overwrite=bool(overwrite))
+    return step_ui.follow(job["job_id"], "convert", progress)
+
+
+@guarded
+def reattach(progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 - gradio's way
+    """On page load: the newest conversion's summary (followed to its end when still running) and its status."""
+    result, line = step_ui.reattach("convert", progress)
+    return result if result else gr.skip(), line
 
 
 def _families() -> list[tuple[str, str]]:
@@ -80,13 +87,18 @@ def build() -> dict[str, Any]:
             every = gr.Number(1, precision=0, minimum=1, label="Keep every Nth frame")
             overwrite = gr.Checkbox(False, label="Replace a dataset of the same name")
         convert_btn = gr.Button("Convert", variant="primary", elem_id="convert")
+        job_line = gr.Markdown(elem_id="convert-job", label="conversion job")
         summary = gr.JSON(label="Conversion summary", open=True, elem_id="convert-summary")
 
     outputs = [detected, preview, thumbs, labels, name]
     files.upload(lambda: False, outputs=sample, api_visibility="private", queue=False).then(
-        detect_format, [files, sample], outputs, api_name="detect_format")
+        detect_format, [files, sample], outputs, api_name="detect_format", **step_ui.DETECT_EVENT)
     sample_btn.click(lambda: (True, None), outputs=[sample, files], api_visibility="private", queue=False).then(
         detect_format, [files, sample], outputs, api_visibility="private")
     converted = convert_btn.click(convert, [files, sample, name, labels, tasks, family, every, overwrite], summary,
-                                  api_name="convert")
-    return {"name": name, "converted": converted, "summary": summary}
+                                  api_name="convert", **step_ui.STEP_EVENT)
+    converted.then(lambda: step_ui.status_line("convert"), None, job_line, api_visibility="private",
+                   **step_ui.CHEAP_EVENT)
+    return {"name": name, "converted": converted, "summary": summary, "reattach": {
+        "fn": reattach, "inputs": None, "outputs": [summary, job_line], "api_visibility": "private",
+        **step_ui.STEP_EVENT}}

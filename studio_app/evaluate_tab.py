@@ -8,20 +8,31 @@ import gradio as gr
 
 from pipeline import service
 
-from .common import TRACK_TQDM, choices_update, guarded
+from . import step_ui
+from .common import choices_update, guarded
 
 INTRO = ("Pick a finished run and a checkpoint. The fine-tuned model, its base model and the mean-box baseline "
          "answer the same split; answers are parsed back to boxes and scored (IoU, AP). "
          "CLI: `python -m pipeline evaluate RUN --split test --limit 32`.")
 
 
+def _outputs(info: dict[str, Any]) -> tuple[Any, ...]:
+    return info, {"headers": info["columns"], "data": info["rows"]}, service.step_gallery(info)
+
+
 @guarded
 def evaluate(run_id: str, checkpoint: str, split: str, limit: float | None,
-             progress: gr.Progress = TRACK_TQDM) -> tuple[Any, ...]:
-    """Metrics (base vs fine-tuned vs baseline) and the gallery of the worst-scored examples."""
-    progress(0, desc="evaluating")
-    info, gallery = service.evaluate(run_id, checkpoint or "best", split or "test", int(limit) if limit else None)
-    return info, {"headers": info["columns"], "data": info["rows"]}, gallery
+             progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 - gradio's way
+    """Queue an evaluation job and follow it; metrics (base vs fine-tuned vs baseline) and the worst examples."""
+    job = service.submit_evaluate(run_id, checkpoint or "best", split or "test", int(limit) if limit else None)
+    return _outputs(step_ui.follow(job["job_id"], "evaluate", progress))
+
+
+@guarded
+def reattach(progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 - gradio's way
+    """On page load: the newest evaluation (followed to its end when still running) and its status."""
+    result, line = step_ui.reattach("evaluate", progress)
+    return (*(_outputs(result) if result else (gr.skip(),) * 3), line)
 
 
 @guarded
@@ -47,6 +58,7 @@ def build() -> dict[str, Any]:
             split = gr.Radio(["test", "val", "train"], value="test", label="Split")
             limit = gr.Number(32, precision=0, label="At most N examples (0: all)")
         evaluate_btn = gr.Button("Evaluate", variant="primary", elem_id="evaluate")
+        job_line = gr.Markdown(elem_id="evaluate-job", label="evaluation job")
         with gr.Accordion("Evaluation (JSON)", open=False):
             info = gr.JSON(label="Evaluation")
         table = gr.Dataframe(label="Metrics: fine-tuned vs base vs baseline", interactive=False,
@@ -56,5 +68,8 @@ def build() -> dict[str, Any]:
 
     tab.select(refresh_runs, run, run, api_visibility="private")
     run.change(refresh_checkpoints, run, checkpoint, api_visibility="private")
-    evaluate_btn.click(evaluate, [run, checkpoint, split, limit], [info, table, gallery], api_name="evaluate")
-    return {"run": run}
+    evaluate_btn.click(evaluate, [run, checkpoint, split, limit], [info, table, gallery], api_name="evaluate",
+                       **step_ui.STEP_EVENT).then(lambda: step_ui.status_line("evaluate"), None, job_line,
+                                                  api_visibility="private", **step_ui.CHEAP_EVENT)
+    return {"run": run, "reattach": {"fn": reattach, "inputs": None, "outputs": [info, table, gallery, job_line],
+                                     "api_visibility": "private", **step_ui.STEP_EVENT}}

@@ -9,6 +9,7 @@ import gradio as gr
 from pipeline import service
 
 from .common import choices_update, guarded, records
+from .step_ui import CHEAP_EVENT
 
 INTRO = ("Every training run is an experiment. Filter with conditions such as `lora.r=16, final_loss<2`; sort by a "
          "column or any metric. CLI: `python -m pipeline experiments list --sort final_loss` and "
@@ -69,7 +70,7 @@ def build() -> dict[str, Any]:
 
     listing = {"fn": list_experiments, "inputs": [status, model, where, sort, descending],
                "outputs": [table, chosen, doomed]}
-    refresh.click(**listing, api_name="list_experiments")
+    refresh.click(**listing, api_name="list_experiments", **CHEAP_EVENT)
     tab.select(**listing, api_visibility="private")
     compare_btn.click(compare_experiments, chosen, [compare_json, diff, loss_plot, second_plot],
                       api_name="compare_experiments")

@@ -12,20 +12,31 @@ import gradio as gr
 
 from pipeline import service
 
-from .common import TRACK_TQDM, choices_update, guarded, require_user
+from . import step_ui
+from .common import choices_update, guarded, require_user
 
 INTRO = ("Export a run as a LoRA adapter (small; loads on its base model) or a merged model, preview its model card, "
          "download the zip or push it to the Hub. CLI: `python -m pipeline export RUN --mode adapter --out DIR` and "
          "`python -m pipeline push DIR --repo USER/NAME --token-env STUDIO_HF_TOKEN`.")
 
 
-@guarded
-def export(run_id: str, mode: str, checkpoint: str, progress: gr.Progress = TRACK_TQDM,
-           ) -> tuple[Any, ...]:
-    """Export the run; returns the summary, the model card and the zip to download."""
-    progress(0, desc="exporting")
-    result = service.export(run_id, mode or "adapter", checkpoint or "best", progress=True)
+def _outputs(result: dict[str, Any]) -> tuple[Any, ...]:
     return result, result["card"], result["zip"], choices_update(service.list_exports(), result["export"])
+
+
+@guarded
+def export(run_id: str, mode: str, checkpoint: str, progress: gr.Progress = gr.Progress(),  # noqa: B008
+           ) -> tuple[Any, ...]:
+    """Queue an export job and follow it; the summary, the model card and the zip to download."""
+    job = service.submit_export(run_id, mode or "adapter", checkpoint or "best")
+    return _outputs(step_ui.follow(job["job_id"], "export", progress))
+
+
+@guarded
+def reattach(progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 - gradio's way
+    """On page load: the newest export (followed to its end when still running) and its status."""
+    result, line = step_ui.reattach("export", progress)
+    return (*(_outputs(result) if result else (gr.skip(),) * 4), line)
 
 
 @guarded
@@ -53,6 +64,7 @@ def build() -> dict[str, Any]:
             mode = gr.Radio(["adapter", "merged"], value="adapter", label="Export as")
             checkpoint = gr.Dropdown(["best", "last"], value="best", label="Checkpoint", allow_custom_value=True)
             export_btn = gr.Button("Export", variant="primary", elem_id="export")
+        job_line = gr.Markdown(elem_id="export-job", label="export job")
         with gr.Accordion("Export (JSON)", open=False):
             result = gr.JSON(label="Export")
         download = gr.File(label="Download (zip)", interactive=False, elem_id="export-zip")
@@ -69,6 +81,9 @@ def build() -> dict[str, Any]:
         pushed = gr.JSON(label="Pushed", open=False)
 
     tab.select(refresh, [run, exported], [run, exported], api_visibility="private")
-    export_btn.click(export, [run, mode, checkpoint], [result, card, download, exported], api_name="export")
+    export_out = [result, card, download, exported]
+    export_btn.click(export, [run, mode, checkpoint], export_out, api_name="export", **step_ui.STEP_EVENT).then(
+        lambda: step_ui.status_line("export"), None, job_line, api_visibility="private", **step_ui.CHEAP_EVENT)
     push_btn.click(push_to_hub, [exported, repo, private, token], [pushed, token], api_name="push_to_hub")
-    return {"run": run}
+    return {"run": run, "reattach": {"fn": reattach, "inputs": None, "outputs": [*export_out, job_line],
+                                     "api_visibility": "private", **step_ui.STEP_EVENT}}

@@ -8,18 +8,30 @@ import gradio as gr
 
 from pipeline import service
 
+from . import step_ui
 from .common import guarded
 
 INTRO = ("Check a converted dataset, then split it. CLI: `python -m pipeline validate DATASET --out REPORT` and "
          "`python -m pipeline split DATASET --strategy temporal --ratios 0.8,0.1,0.1 --seed 42`.")
 
 
-@guarded
-def validate(dataset: str) -> tuple[Any, ...]:
-    """Run the quality rules: summary JSON, the report as Markdown, its plots and the report files."""
-    report = service.validate_dataset(dataset)
+def _outputs(report: dict[str, Any]) -> tuple[Any, ...]:
     info = {k: report[k] for k in ("dataset", "passed", "summary", "findings")}
     return info, report["markdown"], report["plots"], report["files"]
+
+
+@guarded
+def validate(dataset: str, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 - gradio's way
+    """Queue a validation job, follow it, then the report from disk: summary JSON, Markdown, plots and files."""
+    job = service.submit_validate(dataset)
+    return _outputs(step_ui.follow(job["job_id"], "validate", progress))
+
+
+@guarded
+def reattach(progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 - gradio's way
+    """On page load: the newest validation's report (followed to its end when still running) and its status."""
+    result, line = step_ui.reattach("validate", progress)
+    return (*(_outputs(result) if result else (gr.skip(),) * 4), line)
 
 
 @guarded
@@ -38,6 +50,7 @@ def build() -> dict[str, Any]:
                                   allow_custom_value=True)
             refresh = gr.Button("↻", scale=0, min_width=50)
             validate_btn = gr.Button("Run the quality report", variant="primary", elem_id="validate", scale=1)
+        job_line = gr.Markdown(elem_id="validate-job", label="validation job")
         with gr.Accordion("Summary and findings (JSON)", open=False):
             report_json = gr.JSON(label="Summary and findings")
         report_md = gr.Markdown(elem_id="quality-report", label="report")
@@ -58,6 +71,10 @@ def build() -> dict[str, Any]:
                      "inputs": dataset, "outputs": dataset, "api_visibility": "private"}
     refresh.click(**refresh_event)
     tab.select(**refresh_event)
-    validate_btn.click(validate, dataset, [report_json, report_md, plots, files], api_name="validate")
+    report_out = [report_json, report_md, plots, files]
+    validate_btn.click(validate, dataset, report_out, api_name="validate", **step_ui.STEP_EVENT).then(
+        lambda: step_ui.status_line("validate"), None, job_line, api_visibility="private", **step_ui.CHEAP_EVENT)
     split_event = split_btn.click(split, [dataset, strategy, ratios, seed], [split_json, split_plot], api_name="split")
-    return {"dataset": dataset, "split": split_event}
+    return {"dataset": dataset, "split": split_event, "reattach": {
+        "fn": reattach, "inputs": None, "outputs": [*report_out, job_line], "api_visibility": "private",
+        **step_ui.STEP_EVENT}}

@@ -38,9 +38,9 @@ def build_ui() -> gr.Blocks:
             data = data_tab.build()
             quality = quality_tab.build()
             train = train_tab.build()
-            evaluate_tab.build()
+            evaluate = evaluate_tab.build()
             experiments_tab.build()
-            export_tab.build()
+            export = export_tab.build()
         both = [quality["dataset"], train["dataset"]]
         data["converted"].success(_datasets, data["name"], both, api_visibility="private")
         quality["split"].success(_datasets, quality["dataset"], both, api_visibility="private")
@@ -49,4 +49,6 @@ def build_ui() -> gr.Blocks:
                   api_visibility="private")
         demo.load(train_tab.reattach, None, [train["jobs"], train["job_id"], train["from_seq"]],
                   api_visibility="private").then(**train["follow"])
+        for tab in (data, quality, evaluate, export):  # step results come back from disk after a reload
+            demo.load(**tab["reattach"])
     return demo
