@@ -89,7 +89,7 @@ def _install_progress_bars(writer: EventWriter) -> None:
 
         def _emit(self, force: bool = False) -> None:
             if stop_requested(writer.path.parent):
-                raise StepCancelled("STOP")
+                raise StepCancelled("stop requested")
             now = time.monotonic()
             if not force and now - self._emitted < EMIT_EVERY_S:
                 return
