@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from test_celery import make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
