@@ -403,7 +403,7 @@ def test_the_app_in_celery_mode_runs_its_jobs_on_the_fleet(fleet: tuple[Any, Fle
 
     from pipeline import service
     from pipeline.config import set_field
-    from pipeline.watch import read_events
+    from pipeline.rundir import read_events
     from studio_app.launch import serve
 
     backend, workers, dataset = fleet
