@@ -43,6 +43,7 @@ JOB_ENDPOINTS = {"convert", "validate", "evaluate", "export"}  # each call queue
 SCENARIOS = {  # name -> [(clients, endpoints each of them loops over)]; None: --clients over every endpoint
     "mixed": None,
     "heavy": [(3, ["validate"]), (6, ["list_jobs", "estimate_memory"])],
+    "poll": [(6, ["list_jobs", "estimate_memory"])],  # the same polling without heavy work: the baseline
 }
 LABELS = {"headers": ["object id", "label in export", "name"], "data": [], "metadata": None}
 
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="an app already running on this machine (default: start one)")
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="mixed",
                         help="mixed: --clients over every endpoint (default); heavy: 3 clients validating back to "
-                             "back, 6 polling /list_jobs and /estimate_memory")
+                             "back, 6 polling /list_jobs and /estimate_memory; poll: only the 6 polling clients")
     parser.add_argument("--clients", type=int, default=8, help="concurrent gradio_client users (default 8)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load (default 20)")
     parser.add_argument("--max-requests", type=int, default=400, help="total request budget (default 400)")

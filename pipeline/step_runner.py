@@ -195,9 +195,23 @@ def _run_cli(argv: list[str]) -> dict[str, Any]:
     return {"exit_code": int(module.run(args) or 0), "argv": argv}
 
 
+def _lower_priority() -> None:
+    """Batch work yields the CPU to the app's requests: nice STUDIO_STEP_NICE (default 10; 0 keeps the priority)."""
+    try:
+        nice = int(os.environ.get("STUDIO_STEP_NICE", "10"))
+    except ValueError:
+        raise UserError(f"STUDIO_STEP_NICE must be a whole number, got {os.environ['STUDIO_STEP_NICE']!r}") from None
+    if nice > 0:
+        try:
+            os.nice(nice)
+        except OSError:
+            pass  # not allowed here: run at the inherited priority
+
+
 def run_step(job_dir: str | Path) -> int:
     """Run one step job to its end; 0 with an `end` event in every handled outcome, 1 for an unexpected error."""
     folder = Path(job_dir).resolve()
+    _lower_priority()
     request = read_request(folder)
     kind = request["kind"]
     writer = EventWriter(folder)
