@@ -412,7 +412,8 @@ def submit_convert(files: Sequence[str | Path] | None, name: str, *, sample: boo
     params = {"files": [str(f) for f in files or [] if f], "name": name, "sample": bool(sample),
               "labels": {str(k): v for k, v in (labels or {}).items()}, "tasks": list(tasks or DEFAULT_TASKS),
               "family": family or DEFAULT_MODEL, "every": int(every or 1), "overwrite": bool(overwrite)}
-    return job_info(backend().submit(prepare_step("convert", params, name=f"convert {name}")))
+    params["sample_options"] = sample_options() if sample else None  # the job generates it the app's way
+    return _submit(prepare_step("convert", params, name=f"convert {name}"))
 
 
 def submit_validate(name: str) -> dict[str, Any]:
@@ -420,7 +421,7 @@ def submit_validate(name: str) -> dict[str, Any]:
     from .steps import prepare_step
 
     dataset_dir(name)  # refuse an unknown dataset now, not in the job
-    return job_info(backend().submit(prepare_step("validate", {"dataset": name.strip()}, name=f"validate {name}")))
+    return _submit(prepare_step("validate", {"dataset": name.strip()}, name=f"validate {name}"))
 
 
 def submit_evaluate(run_id: str, checkpoint: str = "best", split_name: str = "test",
@@ -431,7 +432,7 @@ def submit_evaluate(run_id: str, checkpoint: str = "best", split_name: str = "te
     run_id = (run_id or "").strip()
     params = {"run_id": run_id, "run_dir": str(_run_dir(run_id)), "checkpoint": checkpoint or "best",
               "split": split_name or "test", "limit": int(limit) if limit else None}
-    return job_info(backend().submit(prepare_step("evaluate", params, experiment=run_id, name=f"evaluate {run_id}")))
+    return _submit(prepare_step("evaluate", params, experiment=run_id, name=f"evaluate {run_id}"))
 
 
 def submit_export(run_id: str, mode: str = "adapter", checkpoint: str = "best") -> dict[str, Any]:
@@ -442,7 +443,18 @@ def submit_export(run_id: str, mode: str = "adapter", checkpoint: str = "best") 
     if mode not in ("adapter", "merged"):
         raise UserError(f"export mode {mode!r}: use adapter or merged")
     params = {"run_id": run_id, "run_dir": str(_run_dir(run_id)), "mode": mode, "checkpoint": checkpoint or "best"}
-    return job_info(backend().submit(prepare_step("export", params, experiment=run_id, name=f"export {run_id}")))
+    return _submit(prepare_step("export", params, experiment=run_id, name=f"export {run_id}"))
+
+
+def _submit(spec: Any) -> dict[str, Any]:
+    """Submit a prepared step job; its folder is removed again when the submit fails (nothing was queued)."""
+    import shutil
+
+    try:
+        return job_info(backend().submit(spec))
+    except BaseException:
+        shutil.rmtree(spec.run_dir, ignore_errors=True)
+        raise
 
 
 def step_outcome(job_id: int) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -144,6 +144,8 @@ def _convert(params: dict[str, Any]) -> dict[str, Any]:
     from .home import home_dir
 
     name = service.check_name(params["name"], "dataset name")
+    if params.get("sample_options") and not service.SAMPLE_OPTIONS:
+        service.SAMPLE_OPTIONS.update(params["sample_options"])  # the sample the app would have generated
     with output_lock(home_dir("datasets") / name):
         labels = {int(k): v for k, v in (params.get("labels") or {}).items()}
         return service.convert_inputs(params.get("files") or [], name, sample=bool(params.get("sample")),
