@@ -102,6 +102,11 @@ def test_validate_job_from_the_service_writes_its_report_result_and_events(home:
         assert counted and counted[-1]["done"] == counted[-1]["total"] == 8 and "eta_s" in counted[-1]
         assert [e["seq"] for e in events(done)] == list(range(1, len(kinds) + 1))
         assert service.list_experiments() == []  # a dataset's job is no experiment
+        from studio_app import quality_tab  # a reloaded page: the newest validation's report, read from disk
+
+        shown, markdown, plots, files, line = quality_tab.reattach(None)
+        assert shown["dataset"] == "shapes" and markdown == result["markdown"] and files == result["files"]
+        assert line == f"validate job {done.id} · **succeeded**" and len(plots) == len(result["plots"])
         assert [h["to_status"] for h in service.backend().store.transitions(done.id)] == [
             "queued", "running", "succeeded"]
     finally:
@@ -126,6 +131,9 @@ def test_convert_job_copies_the_uploads_and_writes_the_dataset(home: Path, sampl
         assert done.mem_bytes and done.mem_bytes > sum(p.stat().st_size for p in uploads)
         stages = {e.get("stage") for e in events(done) if e["event"] == "progress"}
         assert "convert" in stages
+        from studio_app import data_tab
+
+        assert data_tab.reattach(None) == (result, f"convert job {done.id} · **succeeded**")
     finally:
         service.backend().stop()
 
