@@ -23,6 +23,8 @@ def _positive(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the `evaluate` verb."""
+    parser.add_argument("--submit", action="store_true",
+                        help="queue it as a job (local scheduler, or a `preprocessing` worker) and print its id")
     parser.add_argument("run", nargs="?", metavar="RUN", help="a run folder written by `train`")
     parser.add_argument("--model", metavar="M", help="instead of RUN: a registry key, Hub id or model folder")
     parser.add_argument("--adapter", metavar="DIR", help="with --model: a LoRA adapter folder")
@@ -68,6 +70,10 @@ def _print_summary(result: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate RUN or --model (+ --adapter), or compare finished evaluations; print the metric table."""
+    if getattr(args, "submit", False):
+        from ..steps import print_submitted
+
+        return print_submitted("evaluate", args.raw_argv)
     if args.compare:
         if not args.out:
             raise UserError("--compare needs --out DIR")
