@@ -441,7 +441,9 @@ def test_the_app_in_celery_mode_runs_its_jobs_on_the_fleet(fleet: tuple[Any, Fle
         assert (listed[job_id]["status"], listed[job_id]["worker"]) == ("succeeded", running.worker)
         table = client.predict(api_name="/list_jobs")
         assert [job_id, "succeeded"] in [row[:2] for row in table["data"]]
-        assert (done.run_id, "app-on-fleet · succeeded") in [(r, label) for label, r in service.run_choices()]
+        # the app starts it from the quick_test preset: the run is labelled a smoke test
+        assert (done.run_id, "app-on-fleet · succeeded · smoke test") in [(r, label) for label, r in
+                                                                          service.run_choices()]
         cli = subprocess.run([sys.executable, "-m", "pipeline", "jobs", "list", "--json"], capture_output=True,
                              text=True, timeout=300, cwd=ROOT, env=dict(os.environ))
         assert cli.returncode == 0, cli.stderr

@@ -29,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="M", help="instead of RUN: a registry key, Hub id or model folder")
     parser.add_argument("--adapter", metavar="DIR", help="with --model: a LoRA adapter folder")
     parser.add_argument("--convention", metavar="NAME",
-                        help="with --model: the coordinate convention of the answers (json, llava, qwen2_vl, ...); "
-                             "default: studio.json, the registry, or the family in the folder's config.json")
+                        help="with --model or --endpoint: the coordinate convention of the answers (json, llava, "
+                             "qwen2_vl, ...); default: studio.json, the registry, or the family in the folder's "
+                             "config.json")
     parser.add_argument("--data", metavar="DATASET", help="converted dataset (default: the one RUN trained on)")
     parser.add_argument("--split", default="test", help="split to score: test, val or train (default test)")
     parser.add_argument("--limit", type=_positive, metavar="N", help="score a fixed spread of N examples")
@@ -49,8 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     endpoint.add_argument("--endpoint", metavar="URL", help="base URL, e.g. http://127.0.0.1:8000/v1 (needs --data)")
     endpoint.add_argument("--api-model", metavar="NAME", help="model name to request (default: the first listed)")
     endpoint.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key")
-    endpoint.add_argument("--convention", metavar="C",
-                          help="answer convention when the served model is not an export on this machine")
     endpoint.add_argument("--concurrency", type=_positive, default=4, metavar="K",
                           help="requests in flight (default 4)")
     endpoint.add_argument("--retries", type=int, default=4, metavar="R",
