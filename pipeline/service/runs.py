@@ -1,4 +1,4 @@
-"""The app facade: the Evaluate, Export and Try tabs, and the step jobs (convert, validate, evaluate, export) behind them."""
+"""The app facade: the Evaluate, Export and Try tabs, and the step jobs (convert, validate, evaluate, export)."""
 
 from __future__ import annotations
 
