@@ -5,7 +5,7 @@
 The run is a new run folder with the same machinery as supervised training (pipeline.train): RUN/config.yaml,
 progress events (plus the reward mean and spread, KL and completion length), checkpoints with manifests, resume
 from the newest valid checkpoint, STOP, geometry evaluation on the val split and the best checkpoint by eval_miou.
-The policy starts from the parent's final weights: its LoRA adapter stays trainable on the same base (the
+The policy starts from the parent's best (else final) weights: its LoRA adapter stays trainable on the same base (the
 reference policy is TRL's frozen copy of it), a full fine-tune loads its own weights. Rewards: pipeline/rewards.py.
 """
 
@@ -23,7 +23,7 @@ from .hardware import Hardware, detect_hardware
 from .models import apply_image_cap
 from .plan import resolve_device, resolve_precision, resolve_weight_dtype
 from .rewards import GeometryReward, RewardWeights
-from .rundir import final_output
+from .rundir import best_checkpoint, final_output
 from .tasks import Example
 from .train import Plan, TrainResult, _train, dist_info, plan_run, prepare_run_folder
 
@@ -36,8 +36,11 @@ PROGRESS_KEYS = {"reward": "reward", "reward_std": "reward_std", "kl": "kl",
 
 # -- the policy --------------------------------------------------------------------------------------------------
 def parent_weights(cfg: TrainConfig) -> Path:
-    """The parent run's final weights folder (RUN/adapter or RUN/model); UserError naming grpo.parent otherwise."""
-    folder = final_output(Path(cfg.grpo.parent).expanduser()) if cfg.grpo.parent else None
+    """The parent's weights GRPO starts from: its best checkpoint (best.json, manifest verified), as `evaluate`
+    scores it, else its final RUN/adapter or RUN/model; UserError naming grpo.parent when it has none."""
+    run = Path(cfg.grpo.parent).expanduser() if cfg.grpo.parent else None
+    final = final_output(run) if run is not None else None
+    folder = (best_checkpoint(run) or final) if run is not None and final is not None else None
     if folder is None:
         raise UserError("grpo.parent: the parent run has no final weights", cfg.grpo.parent or None)
     return folder
