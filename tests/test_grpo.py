@@ -214,3 +214,18 @@ def test_killed_grpo_run_resumes_from_its_newest_complete_checkpoint(sft_run: Pa
     assert events[-1]["event"] == "end" and events[-1]["status"] == "succeeded" and events[-1]["step"] == 4
     assert all(rundir.check_manifest(path) is None for _, path in rundir.list_checkpoints(run))
     assert rundir.final_output(run) is not None
+
+
+def test_jobs_submit_links_a_grpo_run_to_its_parent(sft_run: Path, tmp_path: Path) -> None:
+    from pipeline import rundir
+    from pipeline.config import load_config
+    from pipeline.experiments import parent_run_dir
+    from pipeline.jobs.submit import prepare_train
+    from pipeline.plan import build_config
+
+    spec = prepare_train(train_config=build_config(from_run=sft_run, out=tmp_path / "job-grpo", sets=SMALL))
+    assert "grpo" in spec.tags and f"parent:{sft_run.name}" in spec.tags  # the parent ran outside the store
+    assert parent_run_dir(spec.config) == str(sft_run)
+    saved = load_config(rundir.config_path(spec.run_dir))
+    assert saved.training.method == "grpo" and saved.grpo.weights == "lora" and saved.grpo.parent == str(sft_run)
+    assert spec.argv[-2:] == ["--config", str(rundir.config_path(spec.run_dir))]
