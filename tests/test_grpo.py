@@ -229,3 +229,16 @@ def test_jobs_submit_links_a_grpo_run_to_its_parent(sft_run: Path, tmp_path: Pat
     saved = load_config(rundir.config_path(spec.run_dir))
     assert saved.training.method == "grpo" and saved.grpo.weights == "lora" and saved.grpo.parent == str(sft_run)
     assert spec.argv[-2:] == ["--config", str(rundir.config_path(spec.run_dir))]
+
+
+def test_demo_summary_reads_sft_and_rl_miou_from_one_evaluation() -> None:
+    from pipeline.demo import DemoSummary, _take_metrics
+
+    summary = DemoSummary(out="/tmp/x", rl=True)
+    _take_metrics(summary, {"model": {"miou": 0.6, "n": 200}, "parent": {"miou": 0.55, "n": 200},
+                            "base": {"miou": 0.0, "n": 200}, "baseline": {"miou": 0.2, "n": 200}})
+    assert (summary.sft_miou, summary.rl_miou, summary.finetuned_miou) == (0.55, 0.6, 0.55)
+    assert summary.metrics["rl"]["miou"] == 0.6 and summary.metrics["model"]["miou"] == 0.55
+    data = summary.to_dict()
+    assert {"sft_miou", "rl_miou", "rl_seconds"} <= set(data)
+    assert "SFT + GRPO" in summary.table()
