@@ -134,6 +134,7 @@ class RunProgressCallback(TrainerCallback):
         self.start_step = self.last_step = 0
         self.last_samples = self.last_tokens = 0
         self.begin_event: dict[str, Any] = {}
+        self.extra: dict[str, str] = {}  # log key -> event field copied into each log event (e.g. GRPO's reward)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.start = self.last_time = time.monotonic()
@@ -174,7 +175,7 @@ class RunProgressCallback(TrainerCallback):
             "tokens_per_s": round((tokens - self.last_tokens) * self.world / span, 1),
             "eta_s": round(per_step * (state.max_steps - state.global_step), 1),
             "elapsed_s": round(self.writer.previous_elapsed + now - self.start, 2),
-            "memory": memory_now(),
+            "memory": memory_now(), **{name: logs[key] for key, name in self.extra.items() if key in logs},
         })
         self.last_time, self.last_step, self.last_samples, self.last_tokens = now, state.global_step, samples, tokens
 

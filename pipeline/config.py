@@ -42,7 +42,7 @@ class DataSection(_Section):
 class TrainingSection(_Section):
     """Optimisation, schedule, checkpoints, evaluation and stopping."""
 
-    method: Literal["lora", "qlora", "full"] = "lora"
+    method: Literal["lora", "qlora", "full", "grpo"] = "lora"  # grpo: refine a finished run (the grpo section)
     output_dir: str = ""
     max_steps: int = -1  # -1: run `epochs` epochs
     epochs: float = 3.0
@@ -78,6 +78,34 @@ class LoraSection(_Section):
     modules_to_save: list[str] | Literal["registry"] | None = None
 
 
+class GrpoSection(_Section):
+    """GRPO refinement of a finished run (`training.method: grpo`): the parent, sampling, KL and reward weights.
+
+    Rewards come from the project's parser and metrics (pipeline/rewards.py): box IoU with the truth, mask IoU for
+    polygons, exact / near (off by one) count, label match, 1 for a correct "none" on a negative and
+    `reward_parse_failure` (a small penalty) for an answer the parser rejects; each is scaled by its weight.
+    """
+
+    parent: str = ""  # the finished run whose weights this run continues from (its final adapter/ or model/)
+    weights: Literal["lora", "qlora", "full"] | None = None  # how the parent trained; filled in from its config
+    num_generations: int = 4  # completions sampled per prompt (the group the advantages are relative to)
+    max_completion_length: int | None = None  # None: the longest training answer in tokens plus a margin
+    temperature: float = 1.0
+    top_k: int | None = None
+    beta: float = 0.0  # KL weight against the parent (0: no reference model is kept)
+    epsilon: float = 0.2  # clipping of the policy ratio
+    num_iterations: int = 1  # optimisation passes over each batch of generations
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    reward_box: float = 1.0  # x box IoU (grounding)
+    reward_mask: float = 1.0  # x mask IoU (polygon)
+    reward_count_exact: float = 1.0  # counting: exact
+    reward_count_near: float = 0.5  # counting: off by one
+    reward_label: float = 1.0  # x label match / listing F1 (referring, listing)
+    reward_negative: float = 1.0  # a correct "none" for an absent label
+    reward_parse_failure: float = -0.1  # an answer the parser rejects
+
+
 class HardwareSection(_Section):
     """Where to train; `gpu_memory_gb` plans for another GPU than the one detected."""
 
@@ -95,6 +123,15 @@ class TrainConfig(_Section):
     training: TrainingSection = Field(default_factory=TrainingSection)
     lora: LoraSection = Field(default_factory=LoraSection)
     hardware: HardwareSection = Field(default_factory=HardwareSection)
+    grpo: GrpoSection = Field(default_factory=GrpoSection)
+
+
+def weights_method(cfg: TrainConfig) -> str:
+    """How the weights are trained and stored (lora, qlora or full): training.method, or for a GRPO run the
+    parent's method (grpo.weights)."""
+    if cfg.training.method == "grpo":
+        return cfg.grpo.weights or "lora"
+    return cfg.training.method
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -197,6 +234,20 @@ RANGES: list[tuple[str, float | None, float | None, bool]] = [
     ("lora.alpha", 0, None, True),
     ("lora.dropout", 0, 0.9, False),
     ("hardware.gpu_memory_gb", 0, None, True),
+    ("grpo.num_generations", 2, 1024, False),
+    ("grpo.max_completion_length", 1, 65_536, False),
+    ("grpo.temperature", 0, 10, True),
+    ("grpo.top_k", 1, None, False),
+    ("grpo.beta", 0, 100, False),
+    ("grpo.epsilon", 0, 1, True),
+    ("grpo.num_iterations", 1, 64, False),
+    ("grpo.reward_box", 0, 100, False),
+    ("grpo.reward_mask", 0, 100, False),
+    ("grpo.reward_count_exact", 0, 100, False),
+    ("grpo.reward_count_near", 0, 100, False),
+    ("grpo.reward_label", 0, 100, False),
+    ("grpo.reward_negative", 0, 100, False),
+    ("grpo.reward_parse_failure", -100, 0, False),
     ("hardware.min_free_disk_gb", 0, None, False),
     ("hardware.num_workers", 0, 64, False),
 ]

@@ -37,6 +37,8 @@ SPLIT_OPTIONS: dict[str, Any] = {"strategy": "temporal", "ratios": (0.8, 0.1, 0.
 EVAL_LIMIT = 200  # held-out examples scored per model (a fixed, seeded subset)
 EVAL_BATCH = 32
 STAGES = ("sample", "convert", "validate", "split", "train", "evaluate", "export")
+RL_STAGES = ("sample", "convert", "validate", "split", "train", "grpo", "evaluate", "export")
+RL_PRESET = "grpo_cpu_demo"  # `demo --rl`: GRPO on the same training split after the SFT stage
 
 
 @dataclass
@@ -61,6 +63,12 @@ class DemoSummary:
     data: dict[str, Any] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    rl: bool = False  # `--rl`: a GRPO stage after SFT; the *_miou below are held-out, on the same examples
+    sft_miou: float | None = None
+    rl_miou: float | None = None
+    rl_seconds: float | None = None
+    rl_steps: int = 0
+    rl_preset: str | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -91,6 +99,11 @@ def summary_table(summary: DemoSummary) -> str:
         m = summary.metrics.get(key, {})
         lines.append(f"| {name} | {what} | {_fmt(m.get('miou'))} | {_fmt(m.get('ap50'))} | "
                      f"{_fmt(m.get('parse_failure_rate'), 2)} |")
+    if summary.rl:
+        rl = summary.metrics.get("rl", {})
+        lines.insert(2, f"| SFT + GRPO | {summary.rl_preset}, {summary.rl_steps} steps, "
+                        f"{_fmt(summary.rl_seconds, 0)} s | {_fmt(summary.rl_miou)} | {_fmt(rl.get('ap50'))} | "
+                        f"{_fmt(rl.get('parse_failure_rate'), 2)} |")
     ratio = f"{summary.ratio:.1f}x the baseline" if summary.ratio is not None else "no baseline"
     stages = ", ".join(f"{k} {v:.0f}" for k, v in summary.stage_seconds.items())
     held_out = summary.data.get("held_out", "the test split")
@@ -186,7 +199,8 @@ def _new_folder(out: str | Path | None) -> Path:
 
 def run_demo(out: str | Path | None = None, *, steps: int | None = None, sample: dict[str, Any] | None = None,
              eval_limit: int | None = EVAL_LIMIT, echo: Callable[[str], None] | None = None,
-             progress: bool = True, model: str = MODEL) -> DemoSummary:
+             progress: bool = True, model: str = MODEL, rl: bool = False,
+             rl_steps: int | None = None) -> DemoSummary:
     """Run every stage into `out` (a new folder, removed again on failure) and write summary.json / summary.md.
 
     `model` is any offline tiny model (registry key); its family's recipe (pipeline/demo_recipes.py) sets the
@@ -197,11 +211,11 @@ def run_demo(out: str | Path | None = None, *, steps: int | None = None, sample:
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     spec = check_demo_model(model)
     folder = _new_folder(out)
-    summary = DemoSummary(out=str(folder), model=spec.key, convention=spec.convention)
+    summary = DemoSummary(out=str(folder), model=spec.key, convention=spec.convention, rl=rl)
     started = time.monotonic()
     try:
         options = {**SAMPLE_OPTIONS, **recipe_sample(spec.key), **(sample or {})}
-        _run_stages(folder, summary, steps, options, eval_limit, echo, progress)
+        _run_stages(folder, summary, steps, options, eval_limit, echo, progress, rl_steps)
         summary.seconds = round(time.monotonic() - started, 1)
         _write_summary(folder, summary)
     except BaseException:
@@ -214,17 +228,19 @@ def run_demo(out: str | Path | None = None, *, steps: int | None = None, sample:
 def _stage(summary: DemoSummary, name: str, echo: Callable[[str], None]) -> Callable[[str], None]:
     """Announce a stage; the returned `done(text)` records its seconds and prints the outcome."""
     began = time.monotonic()
-    echo(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name} ...")
+    stages = RL_STAGES if summary.rl else STAGES
+    echo(f"[{stages.index(name) + 1}/{len(stages)}] {name} ...")
 
     def done(text: str) -> None:
         summary.stage_seconds[name] = round(time.monotonic() - began, 1)
-        echo(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name}: {text} ({summary.stage_seconds[name]:.0f} s)")
+        echo(f"[{stages.index(name) + 1}/{len(stages)}] {name}: {text} ({summary.stage_seconds[name]:.0f} s)")
 
     return done
 
 
 def _run_stages(folder: Path, summary: DemoSummary, steps: int | None, sample: dict[str, Any],
-                eval_limit: int | None, echo: Callable[[str], None], progress: bool) -> None:
+                eval_limit: int | None, echo: Callable[[str], None], progress: bool,
+                rl_steps: int | None = None) -> None:
     from .evaluate import evaluate_run
     from .export import export_run
     from .ingest import convert
@@ -262,11 +278,15 @@ def _run_stages(folder: Path, summary: DemoSummary, steps: int | None, sample: d
                    for name in ("train", "val", "test")))
 
     run = _train(folder, summary, dataset, steps, echo)
+    if summary.rl:
+        run = _grpo(folder, summary, run, rl_steps, echo)
 
     done = _stage(summary, "evaluate", echo)
+    # a GRPO run is evaluated with its parent (the SFT run) on the same held-out examples
     result = evaluate_run(run, dataset, split="test", limit=eval_limit, batch_size=EVAL_BATCH, out=folder / "eval")
     _take_metrics(summary, result.comparison)
-    done(f"held-out mIoU fine-tuned {_fmt(summary.finetuned_miou)}, base {_fmt(summary.base_miou)}, "
+    rl_text = f"SFT+GRPO {_fmt(summary.rl_miou)}, " if summary.rl else ""
+    done(f"held-out mIoU {rl_text}fine-tuned {_fmt(summary.finetuned_miou)}, base {_fmt(summary.base_miou)}, "
          f"mean-box baseline {_fmt(summary.baseline_miou)}")
 
     done = _stage(summary, "export", echo)
@@ -309,6 +329,34 @@ def _train(folder: Path, summary: DemoSummary, dataset: Path, steps: int | None,
     return run
 
 
+def _grpo(folder: Path, summary: DemoSummary, parent: Path, steps: int | None, echo: Callable[[str], None]) -> Path:
+    """The GRPO stage: refine the SFT run on the same training split (preset RL_PRESET) into folder/run-grpo."""
+    from .config import set_field
+    from .grpo import run_grpo
+    from .plan import build_config
+
+    run = folder / "run-grpo"
+    cfg = build_config(from_run=parent, preset=RL_PRESET, out=run)
+    if steps is not None:
+        if steps < 1:
+            raise UserError(f"--rl-steps must be at least 1 (got {steps})")
+        set_field(cfg, "training.max_steps", steps)
+    summary.rl_preset = RL_PRESET
+    done = _stage(summary, "grpo", echo)
+    echo(f"  GRPO from {parent.name}/: {cfg.training.max_steps} steps of {cfg.training.batch_size} completions "
+         f"({cfg.grpo.num_generations} per prompt), learning rate {cfg.training.learning_rate:g}, KL beta "
+         f"{cfg.grpo.beta:g} (progress: {progress_path(run)})")
+    began = time.monotonic()
+    with follow_progress(run, echo, lines=None if sys.stderr.isatty() else 20):
+        result = run_grpo(cfg)
+    summary.rl_seconds = round(time.monotonic() - began, 1)
+    if result.status != "succeeded":
+        raise UserError(f"GRPO {result.status} at step {result.step}; see {log_path(run)}", run)
+    summary.rl_steps = result.step
+    done(f"{result.step} steps, best val mIoU {_fmt((result.best or {}).get('value'))}")
+    return run
+
+
 def _studio(run: Path) -> dict[str, Any]:
     try:
         return json.loads(studio_path(run).read_text(encoding="utf-8"))
@@ -319,6 +367,12 @@ def _studio(run: Path) -> dict[str, Any]:
 def _take_metrics(summary: DemoSummary, comparison: dict[str, dict[str, Any]]) -> None:
     keys = ("miou", "ap50", "map", "parse_failure_rate", "n")
     summary.metrics = {name: {k: m.get(k) for k in keys if k in m} for name, m in comparison.items()}
+    if summary.rl:  # evaluated the GRPO run: "model" is SFT+GRPO, "parent" the SFT run, on the same examples
+        summary.metrics["rl"] = summary.metrics.pop("model", {})
+        summary.metrics["model"] = summary.metrics.pop("parent", {})
+        summary.rl_miou = summary.metrics["rl"].get("miou")
+        summary.sft_miou = summary.metrics["model"].get("miou")
+        comparison = {**comparison, "model": comparison.get("parent", {})}
     summary.finetuned_miou = comparison.get("model", {}).get("miou")
     summary.base_miou = comparison.get("base", {}).get("miou")
     summary.baseline_miou = comparison.get("baseline", {}).get("miou")

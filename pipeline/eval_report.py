@@ -23,7 +23,11 @@ FOLDERS = {"model": "", "base": "base", "baseline": "baseline"}
 def display_names(meta: dict[str, Any], keys: list[str]) -> dict[str, str]:
     """Column names: fine-tuned (or the model's name), base, mean-box baseline."""
     main = "fine-tuned" if meta.get("adapter") or meta.get("run_dir") else (meta.get("name") or "model")
-    names = {"model": main, "base": f"base ({meta.get('base')})", "baseline": "mean-box baseline"}
+    parent = meta.get("parent") or {}
+    if parent:
+        main = "GRPO-refined"
+    names = {"model": main, "base": f"base ({meta.get('base')})", "baseline": "mean-box baseline",
+             "parent": f"parent ({parent.get('name')})"}
     return {key: names.get(key, key) for key in keys}
 
 

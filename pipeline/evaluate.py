@@ -49,6 +49,7 @@ class Target:
     checkpoint: str | None = None
     step: int | None = None
     notes: list[str] = field(default_factory=list)
+    parent_run: str | None = None  # a GRPO run's parent run: evaluated beside it on the same examples
 
 
 @dataclass
@@ -143,7 +144,7 @@ def resolve_checkpoint(run: Path, which: str | int = "best") -> tuple[Path, int 
 
 def run_target(run_dir: str | Path, checkpoint: str | int = "best") -> Target:
     """The Target of a run folder: its base model + adapter (LoRA/QLoRA) or its own weights (full fine-tune)."""
-    from .config import load_config
+    from .config import load_config, weights_method
     from .registry import get_spec
 
     run = Path(run_dir).expanduser().resolve()
@@ -152,7 +153,8 @@ def run_target(run_dir: str | Path, checkpoint: str | int = "best") -> Target:
     cfg = load_config(rundir.config_path(run))
     info = _read_json(rundir.studio_path(run))
     folder, step, note = resolve_checkpoint(run, checkpoint)
-    full = cfg.training.method == "full"
+    method = weights_method(cfg)
+    full = method == "full"
     labels = info.get("label_map")
     return Target(
         model=str(folder) if full else cfg.model.name, processor=cfg.model.name, adapter=None if full else str(folder),
@@ -161,9 +163,9 @@ def run_target(run_dir: str | Path, checkpoint: str | int = "best") -> Target:
         tasks=info.get("tasks") or cfg.data.tasks, seed=info.get("seed"),
         labels=sorted(labels) if isinstance(labels, dict | list) and labels else None,
         image_cap=cfg.data.max_image_size, max_pixels=cfg.data.max_pixels or info.get("max_pixels"),
-        quantization="4bit" if cfg.training.method == "qlora" else None,
+        quantization="4bit" if method == "qlora" else None,
         dataset=info.get("dataset") or cfg.data.path or None, run_dir=str(run), checkpoint=folder.name, step=step,
-        notes=[note] if note else [])
+        notes=[note] if note else [], parent_run=cfg.grpo.parent or None if cfg.training.method == "grpo" else None)
 
 
 def _folder_convention(model: str, dataset: str | Path | None) -> tuple[str | None, str | None]:
@@ -271,6 +273,16 @@ def model_answers(target: Target, examples: list[Example], root: Path, *, batch_
     return out, budget
 
 
+def _parent_answers(target: Target, examples: list[Example], root: Path, batch_size: int,
+                    budget: int) -> tuple[str, list[str]] | None:
+    """(name, answers) of a GRPO run's parent run (its best weights) on the same examples; None without one."""
+    if not target.parent_run or not Path(target.parent_run).is_dir():
+        return None
+    parent = run_target(target.parent_run, "best")
+    answers, _ = model_answers(parent, examples, root, batch_size=batch_size, max_new_tokens=budget, with_base=False)
+    return parent.name, answers["model"]
+
+
 def _default_out(target: Target, name: str) -> Path:
     if target.run_dir:
         return rundir.eval_path(target.run_dir, name)
@@ -285,9 +297,10 @@ def evaluate_target(target: Target, dataset: str | Path | None = None, *, split:
                     with_base: bool = True, with_baseline: bool = True, max_new_tokens: int | None = None,
                     overwrite: bool | None = None, tensorboard: bool = True, out_suffix: str = "",
                     answerer: Callable[..., tuple[dict[str, list[str]], int]] | None = None,
-                    extra_meta: Callable[[], dict[str, Any]] | None = None) -> EvalResult:
+                    extra_meta: Callable[[], dict[str, Any]] | None = None, with_parent: bool = True) -> EvalResult:
     """Evaluate a Target on a dataset split and write OUT (see docs/EVALUATION.md for every file); `answerer`
-    replaces loading and generating (an endpoint, endpoint_eval.py), `extra_meta` adds to metrics.json's meta."""
+    replaces loading and generating (an endpoint, endpoint_eval.py), `extra_meta` adds to metrics.json's meta;
+    a GRPO run's parent (its supervised run) is scored next to it unless `with_parent` is False."""
     from .eval_report import display_names, write_outputs, write_tensorboard
     from .eval_score import mean_box_baseline, score_answers, summarize
 
@@ -311,6 +324,9 @@ def evaluate_target(target: Target, dataset: str | Path | None = None, *, split:
         raise UserError("output folder already exists and is not empty (choose another --out)", out_dir)
     answers, budget = (answerer or model_answers)(target, examples, root, batch_size=batch_size,
                                                   max_new_tokens=max_new_tokens, with_base=with_base)
+    parent = _parent_answers(target, examples, root, batch_size, budget) if with_parent and answerer is None else None
+    if parent is not None:  # a GRPO run: its parent (the supervised run) next to it
+        answers = {"model": answers.pop("model"), "parent": parent[1], **answers}
     results = {name: score_answers(examples, texts, target.convention or "json") for name, texts in answers.items()}
     if with_baseline:
         baseline = mean_box_baseline(train)
@@ -321,7 +337,8 @@ def evaluate_target(target: Target, dataset: str | Path | None = None, *, split:
                  "name": target.name, "run_dir": target.run_dir, "checkpoint": target.checkpoint, "step": target.step,
                  "dataset": str(root), "split": split, "limit": limit, "convention": target.convention,
                  "tasks": sorted({ex.task for ex in examples}), "batch_size": batch_size,
-                 "max_new_tokens": budget, "notes": target.notes, **(extra_meta() if extra_meta else {})}
+                 "max_new_tokens": budget, "notes": target.notes, **(extra_meta() if extra_meta else {}),
+                 "parent": {"run_dir": target.parent_run, "name": parent[0]} if parent is not None else None}
     files = write_outputs(out_dir, results, summaries, meta_info, root, overwrite=replace)
     if tensorboard:
         tb = rundir.tensorboard_path(target.run_dir) if target.run_dir else out_dir / "tb"

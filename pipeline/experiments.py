@@ -268,3 +268,32 @@ def delete_experiment(run_id: str, store: JobStore | None = None) -> Path | None
     except OSError as exc:
         raise UserError(f"records deleted, but the run folder could not be removed ({exc})", run_dir) from exc
     return run_dir
+
+
+# -- lineage (GRPO runs refine a parent run) ----------------------------------------------------------------------
+def parent_run_dir(config: dict[str, Any]) -> str | None:
+    """The parent run folder a run's config names (grpo.parent), None for a run trained from its base."""
+    grpo = (config or {}).get("grpo") or {}
+    return str(grpo.get("parent")) if grpo.get("parent") else None
+
+
+def experiment_for_folder(run_dir: str | Path, store: JobStore | None = None) -> Experiment | None:
+    """The experiment whose run folder is `run_dir`, None when the folder was trained outside the store."""
+    target = Path(run_dir).expanduser().resolve()
+    return next((exp for exp in _store(store).list_experiments() if Path(exp.run_dir).resolve() == target), None)
+
+
+def lineage_tags(config: dict[str, Any], store: JobStore | None = None) -> list[str]:
+    """Tags that link a GRPO run to its parent in the store: `grpo` and `parent:<run id or folder name>`."""
+    parent = parent_run_dir(config)
+    if parent is None:
+        return []
+    found = experiment_for_folder(parent, store)
+    return ["grpo", f"parent:{found.run_id if found else Path(parent).name}"]
+
+
+def parent_experiment(run_id: str, store: JobStore | None = None) -> Experiment | None:
+    """The experiment a GRPO run refines (by grpo.parent in its config), None when none is recorded."""
+    exp = get_experiment(run_id, store)
+    parent = parent_run_dir(exp.config)
+    return experiment_for_folder(parent, store) if parent else None

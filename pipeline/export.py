@@ -47,7 +47,9 @@ class RunInfo:
 
     @property
     def method(self) -> str:
-        return self.config.training.method
+        from .config import weights_method
+
+        return weights_method(self.config)
 
     @property
     def dataset(self) -> Path | None:

@@ -52,6 +52,9 @@ class WatchView:
             if isinstance(event.get(key), int | float) and kind in ("log", "eval"):
                 setattr(self, name, float(event[key]))
                 self.curves.setdefault(name, {})[step] = float(event[key])
+        for key in ("reward", "eval_miou"):  # GRPO runs: the reward curve and validation mIoU
+            if isinstance(event.get(key), int | float) and kind in ("log", "eval"):
+                self.curves.setdefault(key, {})[step] = float(event[key])
         if kind == "end" and event.get("status") == "succeeded" and self.total_steps:
             self.step = max(self.step, int(event.get("step") or self.step))
         if kind in ("error", "end") and (event.get("error") or event.get("message")):

@@ -188,3 +188,29 @@ def estimate_memory(spec: Any, *, method: str = "lora", batch_size: int = 1,
         parts["fragmentation"] = int(FRAGMENTATION * sum(parts.values()))
         parts["cuda_context"] = CUDA_CONTEXT
     return MemoryEstimate(parts, device)
+
+
+def add_grpo_memory(estimate: MemoryEstimate, spec: Any, *, method: str, completions: int, seq_len: int,
+                    beta: float, precision: str = "bf16", weight_dtype: str | None = None, lora_r: int = 16,
+                    lora_targets: list[str] | str | None = None) -> MemoryEstimate:
+    """Add what GRPO needs beyond a supervised step of `completions` sequences (the batch is counted in completions,
+    `num_generations` per prompt): the generation KV cache of every sampled sequence, the old/reference log-prob
+    passes' logits, and with `beta` > 0 the reference policy: a frozen copy of the adapter for LoRA/QLoRA (TRL's
+    `ref` adapter, the parent's weights) or a whole second model for full fine-tuning."""
+    act_bytes = 4 if precision == "fp32" else 2
+    tokens = completions * seq_len
+    kv = 2 * spec.num_layers * tokens * spec.hidden_size * act_bytes  # keys and values while sampling
+    parts = estimate.parts
+    parts["generation_kv_cache"] = kv
+    parts["logprob_logits"] = tokens * spec.vocab_size * act_bytes  # no-grad passes, one batch at a time
+    if beta > 0:
+        if method == "full":
+            parts["reference_model"] = spec.params * DTYPE_BYTES[weight_dtype or "float32"]
+        else:
+            parts["reference_adapter"] = lora_param_count(spec, lora_r, lora_targets) * 4  # frozen fp32 copy
+    if estimate.device == "cuda" and "fragmentation" in parts:
+        parts["fragmentation"] = int(FRAGMENTATION * sum(v for k, v in parts.items()
+                                                         if k not in ("fragmentation", "cuda_context")))
+    estimate.notes.append(f"GRPO: {completions} completions per step of up to {seq_len} tokens"
+                          + (", reference policy kept" if beta > 0 else ", no reference (beta 0)"))
+    return estimate

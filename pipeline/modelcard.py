@@ -23,7 +23,7 @@ HF_LICENSES = {"apache-2.0", "mit", "llama2", "llama3", "llama3.1", "gemma", "cc
 METRICS = {"miou": "mean box IoU", "ap50": "AP@0.5", "map": "mAP@[.5:.95]", "mask_iou": "mask IoU", "dice": "Dice",
            "label_accuracy": "label accuracy", "count_accuracy": "count accuracy",
            "parse_failure_rate": "unparseable answers"}
-METHODS = {"lora": "LoRA", "qlora": "QLoRA (4-bit base)", "full": "full fine-tuning"}
+METHODS = {"lora": "LoRA", "qlora": "QLoRA (4-bit base)", "full": "full fine-tuning", "grpo": "GRPO refinement"}
 CONVENTION_TEXT = {
     "json": "compact JSON `[{\"label\": ..., \"box\": [x1, y1, x2, y2]}]`, integers 0-100 relative to the image.",
     "llava": "plain text [x1, y1, x2, y2] normalised to 0-1.",
@@ -116,9 +116,11 @@ def evaluations(run: Path) -> list[dict[str, Any]]:
         if after is None:
             continue
         candidates = [(title, _read_json(path.parent / folder / "metrics.json") or after.get(folder))
-                      for title, folder in (("base model", "base"), ("mean-box baseline", "baseline"))]
+                      for title, folder in (("base model", "base"), ("mean-box baseline", "baseline"),
+                                            ("parent run (before GRPO)", "parent"))]
         columns: list[tuple[str, dict[str, Any]]] = [(t, m) for t, m in candidates if isinstance(m, dict)]
-        columns.append(("fine-tuned", after))
+        refined = any(title.startswith("parent") for title, _ in columns)
+        columns.append(("GRPO-refined" if refined else "fine-tuned", after))
         rows = [{"key": key, "name": name, "value": after[key], "cells": [_fmt(m.get(key)) for _, m in columns]}
                 for key, name in METRICS.items() if _num(after.get(key))]
         comparison = path.with_name("comparison.md")
@@ -181,7 +183,15 @@ def hyperparameters(info: Any) -> list[tuple[str, Any]]:
         from .registry import QWEN_MAX_PIXELS
 
         rows.append(("Qwen image cap (processor max_pixels)", c.data.max_pixels or QWEN_MAX_PIXELS))
-    if t.method != "full":
+    if t.method == "grpo":
+        g = c.grpo
+        rows[1:1] = [("refined from", f"`{Path(g.parent).name}` ({METHODS.get(info.method, info.method)})"),
+                     ("GRPO completions per prompt", g.num_generations), ("GRPO KL beta", g.beta),
+                     ("GRPO temperature / loss", f"{g.temperature:g} / {g.loss_type}"),
+                     ("GRPO reward weights", f"box {g.reward_box:g}, mask {g.reward_mask:g}, count "
+                      f"{g.reward_count_exact:g} (near {g.reward_count_near:g}), label {g.reward_label:g}, none "
+                      f"{g.reward_negative:g}, parse failure {g.reward_parse_failure:g}")]
+    if info.method != "full":
         targets = lora.target_modules or info.spec.lora_targets
         rows[1:1] = [("LoRA r / alpha / dropout", f"{lora.r} / {lora.alpha:g} / {lora.dropout:g}"),
                      ("LoRA targets", ", ".join(targets) if isinstance(targets, list) else targets)]
@@ -245,7 +255,10 @@ def card_context(info: Any, studio: dict[str, Any], *, model_ref: str, parity: d
         "mode_phrase": "LoRA adapter (load it on the base model)" if studio["mode"] == "adapter" else
         "complete model (adapter merged into the base)" if info.method != "full" else "fully fine-tuned model",
         "base_phrase": f"`{spec.hub_id}`", "base_line": base_line + (f" @ `{rev}`" if rev else ""),
-        "method_name": METHODS.get(info.method, info.method), "checkpoint": studio.get("checkpoint"),
+        "method_name": METHODS.get(info.method, info.method) + (
+            " + GRPO refinement (geometry rewards)" if info.config.training.method == "grpo" else ""),
+        "parent_run": Path(info.config.grpo.parent).name if info.config.training.method == "grpo" else None,
+        "checkpoint": studio.get("checkpoint"),
         "step": studio.get("step"), "convention": studio["convention"],
         "convention_text": CONVENTION_TEXT.get(studio["convention"], ""), "license_text": spec.license or license_id,
         "tasks": studio.get("tasks") or ["grounding"], "fingerprint": studio.get("dataset_fingerprint"),

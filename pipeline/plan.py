@@ -26,6 +26,7 @@ from .config import (
     range_errors,
     schema_errors,
     set_field,
+    weights_method,
 )
 from .dataset import NOT_A_DATASET, Dataset, is_dataset, open_dataset
 from .errors import UserError
@@ -44,16 +45,24 @@ MIN_CUDA = (11, 8)  # the oldest CUDA the pinned torch / bitsandbytes wheels sup
 def build_config(*, config: str | Path | None = None, preset: str | None = None, model: str | None = None,
                  data: str | Path | None = None, out: str | Path | None = None, yaml_text: str | None = None,
                  overrides: Mapping[str, Any] | None = None, sets: Iterable[str] = (), resume: bool = False,
-                 default_preset: str = DEFAULT_PRESET, base: TrainConfig | None = None) -> TrainConfig:
+                 default_preset: str = DEFAULT_PRESET, base: TrainConfig | None = None,
+                 from_run: str | Path | None = None) -> TrainConfig:
     """A TrainConfig from `base` (copied), a YAML file, YAML text, RUN/config.yaml (resume) or a preset (fitted to
     `model`), then `model`, `data`, `out`, `overrides` ({dotted field: value}; None skipped) and `sets`
     ("section.field=value", values read as YAML).
 
     Every value passes the schema (UserError naming the field); ranges and everything that depends on the registry,
     the dataset or this machine are checked once, by `check`. data.max_pixels is filled in from the dataset.
+
+    `from_run`: a GRPO refinement of that finished run (training.method grpo): its model, data and LoRA shape, the
+    GRPO preset `preset` (default `grpo`) for training and the grpo section, grpo.parent / grpo.weights set.
     """
     if base is not None:
         cfg = base.model_copy(deep=True)
+    elif from_run is not None and not (resume and out and run_config_path(Path(out).expanduser()).is_file()):
+        if config or yaml_text:
+            raise UserError("give --from RUN or --config, not both")
+        cfg = grpo_config(from_run, preset)
     else:
         cfg = _base_config(config, preset, model, yaml_text, out, resume, default_preset)
     values: dict[str, Any] = {
@@ -86,6 +95,35 @@ def _base_config(config: str | Path | None, preset: str | None, model: str | Non
     from .presets import get_preset
 
     return get_preset(preset or default_preset, model=model)
+
+
+def grpo_config(parent: str | Path, preset: str | None = None) -> TrainConfig:
+    """The config of a GRPO run refining the finished run `parent`: the parent's config (model, data, LoRA shape)
+    with the training and grpo settings of a GRPO preset (or the training numbers of any other preset)."""
+    from .presets import GRPO_PRESETS, get_preset
+    from .rundir import final_output
+
+    folder = Path(parent).expanduser().resolve()
+    if not run_config_path(folder).is_file():
+        raise UserError("grpo.parent: not a run folder (no config file)", folder)
+    if final_output(folder) is None:
+        raise UserError("grpo.parent: the run has no final weights yet (finish or resume it first)", folder)
+    cfg = load_config(run_config_path(folder))
+    weights = weights_method(cfg)
+    name = preset or "grpo"
+    values: dict[str, Any] = dict(GRPO_PRESETS[name]) if name in GRPO_PRESETS else \
+        {"training": get_preset(name).training.model_dump(), "grpo": {}}
+    training = {k: v for k, v in values.get("training", {}).items() if k not in ("method", "output_dir")}
+    for key, value in training.items():
+        set_field(cfg, f"training.{key}", value)
+    for key, value in values.get("grpo", {}).items():
+        set_field(cfg, f"grpo.{key}", value)
+    if not cfg.training.geometry_eval_samples:  # checkpoints are judged by validation mIoU
+        cfg.training.geometry_eval_samples = 16
+    cfg.training.best_metric, cfg.training.best_mode = "eval_miou", "max"
+    cfg.training.method, cfg.training.output_dir = "grpo", ""
+    cfg.grpo.parent, cfg.grpo.weights = str(folder), weights  # type: ignore[assignment]
+    return cfg
 
 
 def _yaml_value(text: str) -> Any:
@@ -152,7 +190,7 @@ def resolve_weight_dtype(cfg: TrainConfig, hw: Hardware) -> str:
     """Dtype the base weights are loaded in: fp32 master weights for full fine-tuning, else the compute dtype."""
     if cfg.model.dtype != "auto":
         return cfg.model.dtype
-    if cfg.training.method == "full":
+    if weights_method(cfg) == "full":
         return "float32"
     return {"bf16": "bfloat16", "fp16": "float16"}.get(resolve_precision(cfg, hw), "float32")
 
@@ -176,12 +214,21 @@ def memory_estimate(cfg: TrainConfig, hardware: Hardware | None = None) -> Memor
     spec = capped_spec(cfg)
     hw = planning_hardware(cfg, hardware or detect_hardware())
     modules = spec.modules_to_save if cfg.lora.modules_to_save == "registry" else (cfg.lora.modules_to_save or [])
-    return estimate_memory(
-        spec, method=cfg.training.method, batch_size=cfg.training.batch_size, seq_len=cfg.data.max_length,
+    method = weights_method(cfg)
+    estimate = estimate_memory(
+        spec, method=method, batch_size=cfg.training.batch_size, seq_len=cfg.data.max_length,
         image_size=cfg.data.max_image_size, gradient_checkpointing=cfg.training.gradient_checkpointing,
         precision=resolve_precision(cfg, hw), weight_dtype=resolve_weight_dtype(cfg, hw), lora_r=cfg.lora.r,
         lora_targets=cfg.lora.target_modules, modules_to_save=list(modules), lora_dropout=cfg.lora.dropout,
         device=resolve_device(cfg, hw))
+    if cfg.training.method == "grpo":
+        from .memory import add_grpo_memory
+
+        add_grpo_memory(estimate, spec, method=method, completions=cfg.training.batch_size,
+                        seq_len=cfg.data.max_length, beta=cfg.grpo.beta, precision=resolve_precision(cfg, hw),
+                        weight_dtype=resolve_weight_dtype(cfg, hw), lora_r=cfg.lora.r,
+                        lora_targets=cfg.lora.target_modules)
+    return estimate
 
 
 # -- validation, once ---------------------------------------------------------------------------------------------
@@ -230,7 +277,7 @@ class ConfigPlan:
 def check(cfg: TrainConfig, hardware: Hardware | None = None) -> ConfigPlan:
     """Validate a config against its ranges, the registry, the dataset and the hardware: the one validation."""
     hw = hardware or detect_hardware()
-    plan = ConfigPlan(cfg, hw, range_errors(cfg) + _lora_checks(cfg))
+    plan = ConfigPlan(cfg, hw, range_errors(cfg) + _lora_checks(cfg) + _grpo_checks(cfg))
     step_errors, step_warnings = _step_warnings(cfg)
     plan.errors += step_errors
     plan.warnings += step_warnings
@@ -329,7 +376,7 @@ def _hardware_checks(cfg: TrainConfig, spec: Any, hw: Hardware) -> tuple[list[st
         warnings.append("training.precision: bf16 on CPU is emulated on most processors and usually slower than fp32")
     if precision == "fp16" and device != "cuda":
         errors.append("training.precision: fp16 mixed precision needs a CUDA GPU (use fp32 or auto)")
-    if cfg.training.method == "qlora":
+    if weights_method(cfg) == "qlora":
         if not spec.qlora_supported:
             errors.append(f"training.method: qlora is not supported for {spec.key} (use lora)")
         elif device != "cuda":
@@ -373,8 +420,33 @@ def _token_checks(cfg: TrainConfig, spec: ModelSpec) -> tuple[list[str], list[st
     return [], []
 
 
+def _grpo_checks(cfg: TrainConfig) -> list[str]:
+    """A GRPO run needs a finished parent run, and whole groups of completions per batch."""
+    t, g = cfg.training, cfg.grpo
+    if t.method != "grpo":
+        return ["grpo.parent: only a GRPO run (training.method grpo) has a parent"] if g.parent else []
+    errors = []
+    if not g.parent:
+        errors.append("grpo.parent: required for training.method grpo (train --method grpo --from RUN)")
+    elif not run_config_path(Path(g.parent).expanduser()).is_file():
+        errors.append(f"grpo.parent: {g.parent} is not a run folder")
+    else:
+        from .rundir import final_output
+
+        if final_output(Path(g.parent).expanduser()) is None:
+            errors.append(f"grpo.parent: {g.parent} has no final weights (an unfinished run)")
+    if g.weights is None:
+        errors.append("grpo.weights: unknown; build the config with --from RUN (it reads the parent's method)")
+    if (t.batch_size * t.grad_accum) % g.num_generations:
+        errors.append(f"grpo.num_generations: {g.num_generations} must divide training.batch_size x grad_accum "
+                      f"({t.batch_size * t.grad_accum}): each batch holds whole groups of completions")
+    if t.best_metric.endswith("loss"):
+        errors.append(f"training.best_metric: {t.best_metric} means nothing for GRPO; use eval_miou (max)")
+    return errors
+
+
 def _lora_checks(cfg: TrainConfig) -> list[str]:
-    if cfg.training.method == "full":
+    if weights_method(cfg) == "full":
         return []
     targets = cfg.lora.target_modules
     if targets is not None and not targets:

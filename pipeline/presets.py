@@ -59,6 +59,26 @@ BUILTIN: dict[str, dict[str, Any]] = {
         "hardware": {"gpu_memory_gb": 8},
     },
 }
+# GRPO refinement presets (`train --method grpo --from RUN --preset NAME`): training and grpo settings laid over
+# the parent run's config (its model, data and LoRA shape stay). Not in BUILTIN: each needs a parent run.
+GRPO_PRESETS: dict[str, dict[str, Any]] = {
+    "grpo": {
+        "about": "GRPO refinement with box-IoU rewards: 8 samples per prompt, small learning rate, KL to the parent",
+        "training": {"max_steps": 200, "batch_size": 8, "grad_accum": 1, "learning_rate": 1e-5, "warmup_ratio": 0.0,
+                     "scheduler": "constant", "logging_steps": 5, "save_steps": 50, "keep_checkpoints": 2,
+                     "geometry_eval_samples": 32, "best_metric": "eval_miou", "best_mode": "max",
+                     "early_stopping_patience": 0},
+        "grpo": {"num_generations": 8, "beta": 0.04, "temperature": 1.0},
+    },
+    "grpo_cpu_demo": {
+        "about": "the offline demo's GRPO stage: a few minutes on 2 CPU cores after cpu_demo (docs/DEMO.md)",
+        "training": {"max_steps": 100, "batch_size": 32, "grad_accum": 1, "learning_rate": 1e-5,
+                     "warmup_ratio": 0.0, "scheduler": "constant", "logging_steps": 5, "save_steps": 20,
+                     "eval_steps": 20, "keep_checkpoints": 1, "geometry_eval_samples": 64, "best_metric": "eval_miou",
+                     "best_mode": "max", "early_stopping_patience": 0, "weight_decay": 0.0},
+        "grpo": {"num_generations": 8, "beta": 0.0, "temperature": 1.0, "loss_type": "dapo"},
+    },
+}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig, eval_steps, save_config
+from .config import TrainConfig, eval_steps, save_config, weights_method
 from .dataset import open_dataset
 from .errors import UserError
 from .hardware import Hardware, detect_hardware
@@ -233,14 +233,15 @@ def studio_info(cfg: TrainConfig, plan: Plan) -> dict[str, Any]:
     labels = plan.meta.get("labels")
     return {
         "tool_version": __version__, "model": plan.spec.key, "base_model": plan.spec.hub_id,
-        "family": plan.spec.family, "convention": plan.spec.convention, "method": cfg.training.method,
+        "family": plan.spec.family, "convention": plan.spec.convention, "method": weights_method(cfg),
         "tasks": plan.tasks, "prompt_templates": {task: PHRASES.get(task, []) for task in plan.tasks},
         "label_map": labels if isinstance(labels, dict) else {str(lab): None for lab in labels or []},
         "seed": plan.meta.get("seed", 0), "dataset": str(plan.dataset),
         "dataset_fingerprint": dataset_fingerprint(plan.dataset), "max_length": cfg.data.max_length,
         "max_image_size": cfg.data.max_image_size, "max_pixels": cfg.data.max_pixels,
         "train_examples": len(plan.train_rows), "eval_examples": len(plan.eval_rows),
-        "output": output_name(cfg.training.method),
+        "output": output_name(weights_method(cfg)),
+        **({"objective": "grpo", "parent_run": cfg.grpo.parent} if cfg.training.method == "grpo" else {}),
     }
 
 
@@ -287,7 +288,7 @@ def _callbacks(cfg: TrainConfig, plan: Plan, writer: Any, world: int, processor:
         early = cb.EarlyStopping(t.best_metric, t.best_mode, t.early_stopping_patience, t.early_stopping_threshold)
         if plan.checkpoint is not None:
             early.load(cb.load_studio_state(plan.checkpoint).get("early_stopping") or {})
-    base = None if t.method == "full" else plan.spec.hub_id
+    base = None if weights_method(cfg) == "full" else plan.spec.hub_id
     return {  # geometry first (the others see its metrics); cancel before checkpoint (its save gets the disk
         # check); progress last (sees saves finished)
         "geometry": _geometry_callback(cfg, plan, processor),
@@ -325,7 +326,7 @@ def _save_outputs(trainer: Any, cfg: TrainConfig, plan: Plan, info: dict[str, An
     from .atomic import atomic_write_text
     from .callbacks import remove_path, set_adapter_base
 
-    final = output_path(plan.run, cfg.training.method)
+    final = output_path(plan.run, weights_method(cfg))
     tmp = plan.run / OUTPUT_TMP
     try:
         trainer.save_model(str(tmp))  # every rank takes part (FSDP/DeepSpeed gather); rank 0 writes
@@ -336,7 +337,7 @@ def _save_outputs(trainer: Any, cfg: TrainConfig, plan: Plan, info: dict[str, An
     trainer.accelerator.wait_for_everyone()
     if main:
         remove_path(tmp / "training_args.bin")
-        if cfg.training.method != "full":
+        if weights_method(cfg) != "full":
             set_adapter_base(tmp, plan.spec.hub_id)
         text = json.dumps(info, indent=2) + "\n"
         atomic_write_text(studio_path(tmp), text)
@@ -364,6 +365,8 @@ def run_training(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     from .models import load_processor
     from .tokenize_cache import TokenizedCollator
 
+    if config.training.method == "grpo":
+        raise UserError("training.method grpo runs through pipeline.grpo.run_grpo (train --method grpo --from RUN)")
     rank, world = dist_info()
     main = rank == 0
     hw = detect_hardware()
@@ -401,7 +404,9 @@ def _datasets(cfg: TrainConfig, plan: Plan, processor: Any) -> tuple[RowDataset,
 
 
 def _train(cfg: TrainConfig, plan: Plan, args: Any, processor: Any, model: Any, hw: Hardware, resume: bool,
-           collator_cls: Any) -> TrainResult:
+           collator_cls: Any, make_trainer: Any = None) -> TrainResult:
+    """The run around a Trainer: logging, progress, callbacks, outputs, end/error events. `make_trainer(callbacks)`
+    builds the Trainer (default: the supervised one; pipeline.grpo passes its GRPO trainer)."""
     from transformers.trainer_callback import PrinterCallback
 
     from .callbacks import ProgressWriter
@@ -416,13 +421,16 @@ def _train(cfg: TrainConfig, plan: Plan, args: Any, processor: Any, model: Any, 
         log.warning(warning)
     result = TrainResult("failed", str(plan.run), resumed_from=_step_of(plan.checkpoint))
     try:
-        with args.main_process_first(desc="tokenize"):  # rank 0 fills the cache, the others read it
-            train_data, eval_data = _datasets(cfg, plan, processor)
-        trainer = _trainer_class()(
-            model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
-            data_collator=collator_cls(processor, pad_to_multiple_of=8 if args.device.type == "cuda" else None),
-            processing_class=processor,
-            callbacks=[c for c in cbs.values() if c is not None])
+        callbacks = [c for c in cbs.values() if c is not None]
+        if make_trainer is not None:  # GRPO (pipeline/grpo.py) brings its own trainer and data
+            trainer = make_trainer(callbacks)
+        else:
+            with args.main_process_first(desc="tokenize"):  # rank 0 fills the cache, the others read it
+                train_data, eval_data = _datasets(cfg, plan, processor)
+            trainer = _trainer_class()(
+                model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
+                data_collator=collator_cls(processor, pad_to_multiple_of=8 if args.device.type == "cuda" else None),
+                processing_class=processor, callbacks=callbacks)
         trainer.throughput = cbs["progress"].throughput
         trainer.remove_callback(PrinterCallback)  # progress.jsonl and train.log already carry every log
         cbs["progress"].begin_event = _begin_event(cfg, plan, model, hw, world, resume)

@@ -108,7 +108,9 @@ def watch_job(job_id: float | None, from_seq: float | None) -> Any:
         plots = first or (any(e.get("event") in ("log", "eval", "start", "resume", "end") for e in view.events)
                           if view.events else True)
         first = False
-        loss = job_view.curve_figure(view, ["loss", "eval_loss"], "Loss") if plots else gr.skip()
+        loss = job_view.curve_figure(view, ["loss", "eval_loss", "reward", "eval_miou"],
+                                     "Reward and mIoU (GRPO)" if view.curves.get("reward") else "Loss") \
+            if plots else gr.skip()
         lr = job_view.curve_figure(view, ["lr"], "Learning rate", from_zero=True) if plots else gr.skip()
         yield (view.to_dict(), job_view.progress_html(view), job_view.stats_markdown(view), loss, lr, view.log_tail,
                view.seq)

@@ -58,7 +58,7 @@ BAD = [  # (config overrides, hardware, the error's field and words)
     (_with("lora.dropout", 1.5), CPU, "lora.dropout: must be at least 0 and at most 0.9"),
     (_with("lora.r", 0), CPU, "lora.r: must be at least 1"),
     (_with("training.max_steps", 0), CPU, "training.max_steps: must be -1 (use epochs) or at least 1"),
-    (_with("training.method", "dora"), CPU, "training.method: Input should be 'lora', 'qlora' or 'full'"),
+    (_with("training.method", "dora"), CPU, "training.method: Input should be 'lora', 'qlora', 'full' or 'grpo'"),
     (_with("training.bogus", 1), CPU, "training.bogus: unknown field"),
     (_with("training.batch_size", "four"), CPU, "training.batch_size: Input should be a valid integer"),
     (_with("model.name", "no-such-model"), CPU, "model.name: unknown model 'no-such-model'"),

@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"frames per generated video (default {SAMPLE_OPTIONS['frames']})")
     parser.add_argument("--videos", type=int, default=SAMPLE_OPTIONS["videos"], metavar="K",
                         help=f"generated SAM 2 demo sessions, one video each (default {SAMPLE_OPTIONS['videos']})")
+    parser.add_argument("--rl", action="store_true",
+                        help="after SFT, a GRPO stage (geometry rewards) on the same training split; summary.json "
+                             "gets sft_miou, rl_miou and rl_seconds")
+    parser.add_argument("--rl-steps", type=int, metavar="N", help="GRPO steps (default: the grpo_cpu_demo preset's)")
     parser.add_argument("--eval-limit", type=int, default=EVAL_LIMIT, metavar="N",
                         help=f"held-out examples scored per model (default {EVAL_LIMIT}; 0: all)")
 
@@ -37,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--eval-limit must be 0 (all) or more (got {args.eval_limit})")
     quiet_library_bars()
     summary = run_demo(args.out, steps=args.steps, sample={"frames": args.frames, "videos": args.videos},
-                       eval_limit=args.eval_limit or None, progress=sys.stderr.isatty(), model=args.model)
+                       eval_limit=args.eval_limit or None, progress=sys.stderr.isatty(), model=args.model,
+                       rl=args.rl, rl_steps=args.rl_steps)
     print(summary.table())
     print()
     for name in ("summary", "report", "run", "evaluation", "export", "export_zip"):

@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import UserError
 from ..rundir import log_path
 
-HELP = "fine-tune a VLM (LoRA, QLoRA or full) on a converted dataset"
+HELP = "fine-tune a VLM (LoRA, QLoRA or full) on a converted dataset, or GRPO-refine a run (--from RUN)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,11 +49,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(cfg: Any, resume: bool) -> int:
+    from ..grpo import run_grpo
     from ..train import dist_info, run_training
 
     rank, world = dist_info()
+    runner = run_grpo if cfg.training.method == "grpo" else run_training
     try:
-        result = run_training(cfg, resume=resume)
+        result = runner(cfg, resume=resume)
     except UserError as exc:
         lines = str(exc).splitlines()
         if len(lines) > 1:  # e.g. a loader's OSError text: keep the one-line contract

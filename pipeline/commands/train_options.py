@@ -16,7 +16,11 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="M", help="registry key or Hub id (default tiny-smolvlm)")
     parser.add_argument("--data", metavar="DIR", help="converted dataset folder (its splits/ when present)")
     parser.add_argument("--out", metavar="RUN", help="run folder to write (training.output_dir)")
-    parser.add_argument("--method", choices=["lora", "qlora", "full"], help="overrides training.method")
+    parser.add_argument("--method", choices=["lora", "qlora", "full", "grpo"],
+                        help="overrides training.method; grpo refines a finished run (--from RUN)")
+    parser.add_argument("--from", dest="from_run", metavar="RUN",
+                        help="GRPO: the finished run to continue from (its model, data and weights; implies "
+                             "--method grpo; --preset then names a GRPO preset: grpo, grpo_cpu_demo)")
     parser.add_argument("--max-steps", type=int, metavar="N", help="overrides training.max_steps")
     parser.add_argument("--save-steps", type=int, metavar="N", help="overrides training.save_steps")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -25,9 +29,13 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The TrainConfig of the shared options (through `pipeline.plan.build_config`, the one builder)."""
+    from ..errors import UserError
     from ..plan import build_config
 
+    from_run = getattr(args, "from_run", None)
+    if from_run and args.method not in (None, "grpo"):
+        raise UserError(f"--from RUN starts a GRPO run; --method {args.method} cannot go with it")
     return build_config(config=args.config, preset=args.preset, model=args.model, data=args.data, out=args.out,
                         overrides={"training.method": args.method, "training.max_steps": args.max_steps,
                                    "training.save_steps": args.save_steps},
-                        sets=args.set, resume=bool(getattr(args, "resume", False)))
+                        sets=args.set, resume=bool(getattr(args, "resume", False)), from_run=from_run)

@@ -68,6 +68,10 @@ def prepare_train(config: str | Path | None = None, preset: str | None = None, m
     plan = check(cfg)
     plan.raise_errors(config)
     config_path = save_config(cfg, run_config_path(run_dir))
+    if cfg.training.method == "grpo":  # link the refinement to its parent run in the experiment store
+        from ..experiments import lineage_tags
+
+        tags = [*tags, *(t for t in lineage_tags(cfg.model_dump(mode="json")) if t not in tags)]
     return JobSpec(argv=train_command(config_path), run_dir=str(run_dir), kind="train", run_id=run_id,
                    name=name or f"{cfg.model.name}-{run_id}", config=cfg.model_dump(mode="json"),
                    model=cfg.model.name, dataset_fingerprint=dataset_fingerprint(cfg.data.path),
