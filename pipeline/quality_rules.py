@@ -31,6 +31,7 @@ DEFAULT_CONFIG: dict[str, dict[str, Any]] = {
     "bbox_out_of_bounds": {"severity": "error", "min_mask_iou": 0.8, "tolerance_px": 2},
     "empty_mask": {"severity": "error"},
     "tiny_mask": {"severity": "warning", "min_area_px": 32, "min_area_fraction": 0.0001},
+    "mask_fragments": {"severity": "warning", "max_share": 0.05, "min_box_growth": 0.05},
     "class_imbalance": {"severity": "warning", "max_ratio": 10.0},
     "unlabeled_objects": {"severity": "warning", "pattern": r"(?i)^((object|obj)[ _-]?)?\d+$|^(unknown|unlabell?ed)?$"},
     "label_near_duplicates": {"severity": "warning"},
@@ -212,6 +213,23 @@ def tiny_mask(ctx: Context, cfg: dict[str, Any]) -> Iterator[Finding]:
                   f"{cfg['min_area_fraction']:.4%} of the frame", records,
                   "Check them: usually a sliver at the frame border or a stray click. Delete them, or raise the "
                   "export resolution if the objects really are that small.", details)
+
+
+@rule("mask_fragments")
+def mask_fragments(ctx: Context, cfg: dict[str, Any]) -> Iterator[Finding]:
+    """Masks with detached specks (below `max_share` of the area) that widen the object's box."""
+    from .fragments import fragment_problem
+
+    details, records = [], []
+    for ri, _, _, obj, _ in ctx.ok_objects():
+        problem = fragment_problem(obj, cfg["max_share"], cfg["min_box_growth"])
+        if problem:
+            records.append(ctx.rid(ri))
+            details.append(f"{ctx.rid(ri)}: {obj.label} #{obj.object_id}: {problem}")
+    if records:
+        yield hit(f"{_plural(len(details), 'mask')} with detached specks that widen the box", records,
+                  "Reconvert with --drop-fragments (keeps the main region and pieces above --keep-share of the "
+                  "area, recomputes box and area), or remove the specks in SAM 2 with a negative click.", details)
 
 
 # ---------------------------------------------------------------- labels

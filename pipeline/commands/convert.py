@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="without the source video, use a demo export's overlay PNGs as frames (not advised)")
     parser.add_argument("--include-auto", action="store_true",
                         help="SA-V: also take the *_auto.json masklets beside the manual file")
+    parser.add_argument("--drop-fragments", action="store_true",
+                        help="remove detached specks from each mask (keep the main region and pieces above "
+                             "--keep-share of its area); box, area and mask are recomputed, dataset.json records it")
+    parser.add_argument("--keep-share", type=float, default=None, metavar="S",
+                        help="with --drop-fragments: keep detached pieces holding at least this share of the mask's "
+                             "area (default 0.05)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the instruction phrasing")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
@@ -65,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     summary = convert(args.inputs, args.out, video=args.video, images=args.images, labels=args.labels,
                       convention=convention, tasks=tasks, every=args.every, max_frames=args.max_frames,
                       allow_overlay_frames=args.allow_overlay_frames, include_auto=args.include_auto,
-                      seed=args.seed, progress=True, overwrite=args.overwrite, family=args.family)
+                      seed=args.seed, progress=True, overwrite=args.overwrite, family=args.family,
+                      drop_fragments=args.drop_fragments, keep_share=args.keep_share)
     print(summary.text())
     return 0
