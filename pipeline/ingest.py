@@ -70,12 +70,15 @@ def convert(inputs: str | Path | Sequence[str | Path], out: str | Path, *,
             convention: str = "json", tasks: Sequence[str] = ("grounding",), every: int = 1,
             max_frames: int | None = None, allow_overlay_frames: bool = False, include_auto: bool = False,
             seed: int = 0, progress: bool = False, overwrite: bool = False, family: str | None = None,
-            drop_fragments: bool = False, keep_share: float | None = None,
-            ) -> ConvertSummary:
+            drop_fragments: bool = False, keep_share: float | None = None, clip_frames: int = 4,
+            clip_stride: int | None = None) -> ConvertSummary:
     """Convert one or more exports into one dataset folder `out` (nothing is left behind on error)."""
     paths = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
     _check_arguments(paths, every, max_frames, convention, tasks)
     fragments = _fragment_share(drop_fragments, keep_share)
+    from .clips import check_clip_options
+
+    clips = check_clip_options(clip_frames, clip_stride)
     options = ReadOptions(videos=tuple(Path(v) for v in _as_list(video)), images=Path(images) if images else None,
                           labels=labels if isinstance(labels, dict) else load_labels(labels) if labels else None,
                           allow_overlay_frames=allow_overlay_frames, include_auto=include_auto,
@@ -92,6 +95,7 @@ def convert(inputs: str | Path | Sequence[str | Path], out: str | Path, *,
                          for v in options.videos if v not in used]
         with atomic_output_dir(out, overwrite=overwrite) as tmp:
             writer = _Writer(tmp, log, progress, fragments)
+            writer.clips = clips
             writer.run(sources, every, max_frames)
             summary = writer.finish(sources, Path(out).expanduser().resolve(), convention, list(tasks), seed,
                                     family or convention)
@@ -155,6 +159,7 @@ class _Writer:
         self.out, self.log, self.progress = out, log, progress
         self.keep_share = keep_share  # --drop-fragments: pieces below this share of a mask's area are removed
         self.fragments: list[dict[str, Any]] = []
+        self.clips: Any = None  # ClipOptions of the video tasks (track, visibility, count_unique)
         self.labels: Counter[str] = Counter()
         self.frames = self.objects = 0
         self.videos: dict[str, dict[str, Any]] = {}
@@ -249,6 +254,10 @@ class _Writer:
                 "objects": self.objects, "labels": dict(sorted(self.labels.items())), "family": family,
                 "convention": convention, "tasks": tasks, "seed": seed, "videos": list(self.videos.values()),
                 "warnings": warnings, "issues": self.log.issues}
+        from .clips import uses_clips
+
+        if uses_clips(tasks) and self.clips is not None:
+            meta["clips"] = self.clips.to_dict()
         if self.keep_share is not None:
             from .fragments import correction_summary
 
@@ -264,7 +273,9 @@ class _Writer:
 
         records: list[FrameRecord] = read_records(self.out / RECORDS_FILE)
         with _datasets_bars(self.progress):
-            write_training_formats(self.out, {"all": records}, convention=convention, tasks=tasks, seed=seed)
+            fps = {vid: float(v["fps"]) for vid, v in self.videos.items() if v.get("fps")}
+            write_training_formats(self.out, {"all": records}, convention=convention, tasks=tasks, seed=seed,
+                                   clips=self.clips, fps=fps)
 
 
 @contextmanager

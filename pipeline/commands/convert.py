@@ -24,7 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="coordinate convention (json, llava, qwen2_vl, qwen2_5_vl, qwen3_vl, paligemma, "
                              "florence2, internvl) or a model registry key/family (default: json)")
     parser.add_argument("--tasks", default="grounding", metavar="T,...",
-                        help="comma-separated tasks for the training files (default: grounding)")
+                        help="comma-separated tasks for the training files (default: grounding); track, visibility "
+                             "and count_unique take clips of --clip-frames frames of one video")
+    parser.add_argument("--clip-frames", type=int, default=4, metavar="K",
+                        help="video tasks: frames per clip, in time order (default 4)")
+    parser.add_argument("--clip-stride", type=int, default=None, metavar="N",
+                        help="video tasks: source video frames between a clip's frames (default: half a second at "
+                             "the video's fps)")
     parser.add_argument("--every", type=int, default=1, metavar="N", help="keep every Nth annotated frame")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="at most N frames per video")
     parser.add_argument("--allow-overlay-frames", action="store_true",
@@ -72,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
                       convention=convention, tasks=tasks, every=args.every, max_frames=args.max_frames,
                       allow_overlay_frames=args.allow_overlay_frames, include_auto=args.include_auto,
                       seed=args.seed, progress=True, overwrite=args.overwrite, family=args.family,
-                      drop_fragments=args.drop_fragments, keep_share=args.keep_share)
+                      drop_fragments=args.drop_fragments, keep_share=args.keep_share,
+                      clip_frames=args.clip_frames, clip_stride=args.clip_stride)
     print(summary.text())
     return 0
