@@ -14,11 +14,13 @@ Answers of several frames are one line per frame, `Frame N: <answer in the famil
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .coords import Convention, ParseError
@@ -89,6 +91,32 @@ def video_fps(meta: dict[str, Any] | None) -> dict[str, float]:
         if isinstance(video, dict) and isinstance(video.get("fps"), int | float) and video["fps"] > 0:
             out[str(video["video_id"])] = float(video["fps"])
     return out
+
+
+def read_meta(dataset: str | Path | None) -> dict[str, Any]:
+    """A dataset folder's dataset.json, or {} when there is none (config validation reads it leniently)."""
+    if not dataset:
+        return {}
+    try:
+        meta = json.loads((Path(dataset).expanduser() / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def config_checks(tasks: list[str] | None, dataset: str | Path | None, spec: Any) -> tuple[list[str], int]:
+    """(errors, images per example) of a training config: video tasks need a family that takes several images."""
+    meta = read_meta(dataset)
+    chosen = list(tasks or meta.get("tasks") or [])
+    video = [t for t in chosen if t in VIDEO_TASKS]
+    if not video:
+        return [], 1
+    errors = []
+    if spec.family in SINGLE_IMAGE_FAMILIES:
+        errors.append(f"data.tasks: {', '.join(video)} show the model {clip_options(meta).frames} frames per example, "
+                      f"but {spec.key} ({spec.family}) takes one image per example; choose a model that takes several "
+                      "(SmolVLM/Idefics3, Qwen2/2.5/3-VL, LLaVA-OneVision) or drop the video tasks")
+    return errors, clip_options(meta).frames
 
 
 def uses_clips(tasks: Iterable[str]) -> bool:

@@ -344,14 +344,19 @@ def _memory_checks(cfg: TrainConfig, hw: Hardware) -> tuple[list[str], list[str]
 
 
 def _token_checks(cfg: TrainConfig, spec: Any) -> tuple[list[str], list[str]]:
+    from .clips import config_checks
     from .memory import image_tokens
 
+    errors, images = config_checks(cfg.data.tasks, cfg.data.path, spec)  # video tasks: K frames per example
+    if errors:
+        return errors, []
     side = cfg.data.max_image_size or spec.image_size
-    tokens = image_tokens(spec, side)
+    tokens = image_tokens(spec, side) * images
+    what = f"one {side}x{side} image" if images == 1 else f"{images} {side}x{side} images (a clip)"
     room = cfg.data.max_length - tokens
     if room <= 0:
-        return [f"data.max_length: {cfg.data.max_length} cannot hold the {tokens} image tokens of one "
-                f"{side}x{side} image (raise it or cap data.max_image_size)"], []
+        return [f"data.max_length: {cfg.data.max_length} cannot hold the {tokens} image tokens of "
+                f"{what} (raise it or cap data.max_image_size)"], []
     if room < MIN_TEXT_TOKENS:
         return [], [f"data.max_length: only {room} tokens are left for text after {tokens} image tokens"]
     return [], []

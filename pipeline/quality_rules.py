@@ -401,12 +401,16 @@ def image_token_budget(ctx: Context, cfg: dict[str, Any]) -> Iterator[Finding]:
                   "Pass --family/--model with a registry key, e.g. smolvlm-256m or qwen2-vl-2b.", [str(exc)], "info")
         return
     max_length = cfg["max_length"] or getattr(spec, "max_length", None) or 2048
-    tokens_for = {size: spec.vision_tokens(*size) for size in {(r.width, r.height) for r in ctx.records
-                                                               if r.width > 0 and r.height > 0}}
+    from .clips import images_per_example
+
+    frames = images_per_example(ctx.meta.get("tasks") or [], ctx.meta)  # a clip's K frames all take tokens
+    tokens_for = {size: frames * spec.vision_tokens(*size) for size in {(r.width, r.height) for r in ctx.records
+                                                                        if r.width > 0 and r.height > 0}}
     over = [(ri, tokens_for[(r.width, r.height)] + cfg["prompt_tokens"] + cfg["tokens_per_object"] * len(r.objects))
             for ri, r in enumerate(ctx.records) if (r.width, r.height) in tokens_for]
     over = [(ri, total) for ri, total in over if total > max_length]
-    sizes = ", ".join(f"{w}x{h}: {n} vision tokens" for (w, h), n in sorted(tokens_for.items()))
+    per = "" if frames == 1 else f" per clip of {frames} frames"
+    sizes = ", ".join(f"{w}x{h}: {n} vision tokens{per}" for (w, h), n in sorted(tokens_for.items()))
     if over:
         yield hit(f"{_plural(len(over), 'frame')} need more than max_length {max_length} tokens for {spec.key} "
                   f"({sizes})", [ctx.rid(ri) for ri, _ in over],

@@ -164,3 +164,43 @@ def test_scores_and_honest_baselines() -> None:
     m = metrics(rows)
     assert m["track_miou"] == pytest.approx(0.5, abs=0.03) and m["track_lost_rate"] == pytest.approx(0.5)
     assert m["unique_accuracy"] == 0.5 and m["unique_mae"] == 0.5 and m["visibility_f1"] == pytest.approx(6 / 7)
+
+
+def test_single_image_families_are_refused_and_every_image_counts(sav_dataset: Path) -> None:
+    from pipeline.config import TrainConfig, validate_config
+    from pipeline.hardware import Hardware
+
+    cpu = Hardware(device="cpu")
+    cfg = TrainConfig.model_validate({"model": {"name": "paligemma2-3b"}, "data": {"path": str(sav_dataset)}})
+    errors, _ = validate_config(cfg, cpu)
+    assert any("takes one image per example" in e and "track" in e for e in errors), errors
+    cfg = TrainConfig.model_validate({"model": {"name": "florence2-base"},
+                                      "data": {"path": str(sav_dataset), "tasks": ["grounding"]}})
+    assert not any("one image per example" in e for e in validate_config(cfg, cpu)[0])
+    # tiny-smolvlm: 16 image tokens per image at its 64 px size, so a clip of 4 needs 64 of max_length 80
+    cfg = TrainConfig.model_validate({"model": {"name": "tiny-smolvlm"},
+                                      "data": {"path": str(sav_dataset), "max_length": 80}})
+    errors, warnings = validate_config(cfg, cpu)
+    assert not errors and any("after 64 image tokens" in w for w in warnings), (errors, warnings)
+
+
+def test_collator_and_model_take_a_clip() -> None:
+    import torch
+    from PIL import Image
+
+    from pipeline.collate import VisionLanguageCollator, build_generation_inputs
+    from pipeline.models import load_model, load_processor
+
+    processor = load_processor("tiny-smolvlm")
+    frames = [Image.new("RGB", (64, 64), (60 * i, 20, 20)) for i in range(3)]
+    batch = VisionLanguageCollator(processor, max_length=256)([
+        {"id": "clip", "images": frames, "prompt": "Track the circle.", "answer": "Frame 2: []\nFrame 3: []"},
+        {"id": "one", "image": frames[0], "prompt": "Find the circle.", "answer": "[]"}])
+    image_id = processor.image_token_id
+    assert [int((row == image_id).sum()) for row in batch["input_ids"]] == [48, 16]
+    assert int((batch["labels"] == image_id).sum()) == 0
+    model = load_model("tiny-smolvlm")
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).loss)
+    inputs = build_generation_inputs(processor, [frames, frames], ["Track it.", "Track it."])
+    assert int((inputs["input_ids"] == image_id).sum()) == 2 * 48
