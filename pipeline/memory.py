@@ -155,8 +155,9 @@ def estimate_memory(cfg_or_spec: TrainConfig | Any, *, method: str = "lora", bat
                     precision: str = "bf16", weight_dtype: str | None = None, lora_r: int = 16,
                     lora_targets: list[str] | str | None = None, modules_to_save: list[str] | None = None,
                     lora_dropout: float = 0.05, device: str = "cuda", tied_embeddings: bool = False,
-                    hardware: Hardware | None = None) -> MemoryEstimate:
-    """Peak training memory of one rank, from a TrainConfig or a ModelSpec plus the run's shape."""
+                    hardware: Hardware | None = None, images_per_example: int = 1) -> MemoryEstimate:
+    """Peak training memory of one rank, from a TrainConfig or a ModelSpec plus the run's shape (video tasks:
+    `images_per_example` frames per example go through the vision tower)."""
     from .config import TrainConfig
 
     if isinstance(cfg_or_spec, TrainConfig):
@@ -180,7 +181,8 @@ def estimate_memory(cfg_or_spec: TrainConfig | Any, *, method: str = "lora", bat
     parts["activations"] = _activations(spec, tokens, act_bytes, gradient_checkpointing, lora_inputs)
     parts["logits"] = tokens * spec.vocab_size * (act_bytes + 8)  # logits + fp32 upcast + fp32 softmax for backward
     trained = adapts_vision(spec, method, lora_targets)
-    parts["vision"] = _vision(spec, batch_size, image_size, act_bytes, gradient_checkpointing, trained)
+    parts["vision"] = _vision(spec, batch_size * max(1, images_per_example), image_size, act_bytes,
+                              gradient_checkpointing, trained)
     if device == "cuda":
         parts["fragmentation"] = int(FRAGMENTATION * sum(parts.values()))
         parts["cuda_context"] = CUDA_CONTEXT
@@ -195,11 +197,14 @@ def _estimate_from_config(cfg: TrainConfig, hardware: Hardware | None) -> Memory
     spec = get_spec(cfg.model.name)
     hw = planning_hardware(cfg, hardware or detect_hardware())
     modules = spec.modules_to_save if cfg.lora.modules_to_save == "registry" else (cfg.lora.modules_to_save or [])
+    from .clips import config_checks
+
+    _, images = config_checks(cfg.data.tasks, cfg.data.path, spec)
     estimate = estimate_memory(
         spec, method=cfg.training.method, batch_size=cfg.training.batch_size, seq_len=cfg.data.max_length,
         image_size=cfg.data.max_image_size or spec.image_size,
         gradient_checkpointing=cfg.training.gradient_checkpointing,
         precision=resolve_precision(cfg, hw), weight_dtype=resolve_weight_dtype(cfg, hw), lora_r=cfg.lora.r,
         lora_targets=cfg.lora.target_modules, modules_to_save=list(modules), lora_dropout=cfg.lora.dropout,
-        device=resolve_device(cfg, hw))
+        device=resolve_device(cfg, hw), images_per_example=images)
     return estimate
