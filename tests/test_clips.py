@@ -206,3 +206,29 @@ def test_collator_and_model_take_a_clip() -> None:
         assert torch.isfinite(model(**batch).loss)
     inputs = build_generation_inputs(processor, [frames, frames], ["Track it.", "Track it."])
     assert int((inputs["input_ids"] == image_id).sum()) == 2 * 48
+
+
+@pytest.mark.parametrize("key", ["tiny-smolvlm", "tiny-qwen2-vl"])
+def test_the_token_cache_takes_a_clip(key: str, tmp_path: Path) -> None:
+    """Training tokenizes once (tokenize_cache): a clip row's `images` give the same batch as the in-loop collator."""
+    import torch
+    from PIL import Image
+
+    from pipeline.collate import VisionLanguageCollator
+    from pipeline.models import load_processor
+    from pipeline.tokenize_cache import TokenizedCollator, tokenize_rows
+
+    processor = load_processor(key)
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"f{i}.png"))
+        Image.new("RGB", (64, 64), (60 * i, 20, 20)).save(paths[-1])
+    rows = [{"id": "clip", "image": paths[0], "images": paths, "prompt": "Track the circle.",
+             "answer": "Frame 2: []\nFrame 3: []"},
+            {"id": "one", "image": paths[0], "prompt": "Find the circle.", "answer": "[]"}]
+    tokens = tokenize_rows(processor, rows, max_length=512)
+    cached = TokenizedCollator(processor)([{**row, **tok} for row, tok in zip(rows, tokens, strict=True)])
+    direct = VisionLanguageCollator(processor, max_length=512)(rows)
+    assert sorted(cached) == sorted(direct)
+    for name in cached:
+        assert torch.equal(cached[name], direct[name]), name
