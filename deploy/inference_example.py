@@ -5,7 +5,7 @@ image with the boxes drawn.
     python deploy/inference_example.py frame.jpg --base-url http://127.0.0.1:8000/v1 \\
         --prompt "Find every circle in the image."
 
-The answer is parsed with this repository's parser (pipeline/coords.py) in the served export's coordinate
+The answer is parsed with this repository's parser (pipeline/coords/) in the served export's coordinate
 convention: read from the export's studio.json when the served model is an export folder on this machine, else
 --convention (default json). A hosted endpoint's key is read from the variable named by --api-key-env.
 """

@@ -193,6 +193,19 @@ def hyperparameters(info: Any) -> list[tuple[str, Any]]:
     return rows
 
 
+SMOKE_TEST_STEPS = 50  # fewer optimizer steps than this: a smoke test (quick_test trains 10)
+
+
+def smoke_test_note(events: list[dict[str, Any]]) -> str | None:
+    """The card's warning for a run that trained too few steps for its metrics to mean anything; None otherwise."""
+    step = next((e.get("step") for e in reversed(events) if e.get("event") == "end" and e.get("step") is not None),
+                None)
+    if step is None or int(step) >= SMOKE_TEST_STEPS:
+        return None
+    return (f"**Smoke test.** This model trained only {step} steps (e.g. the quick_test preset): it checks that the "
+            "pipeline works end to end. Its metrics are expected to be near zero and say nothing about the data.")
+
+
 def hardware_and_time(events: list[dict[str, Any]]) -> tuple[str, str]:
     """('cpu: 2 CPU cores, ...', 'Trained 2 steps in 15 s (...)') from the progress events."""
     starts = [e for e in events if e.get("event") in ("start", "resume")]
@@ -244,7 +257,7 @@ def card_context(info: Any, studio: dict[str, Any], *, model_ref: str, parity: d
         "data": dataset_summary(info.dataset), "hyperparameters": hyperparameters(info), "hardware": hardware,
         "timing": timing, "curve": curve, "evaluations": evals, "parity": parity if parity and parity.get("checked")
         else None, "prompt_templates": sorted(templates.items()), "example_prompt": example_prompt,
-        "example_answer": example_answer(studio["convention"], labels),
+        "example_answer": example_answer(studio["convention"], labels), "smoke_test": smoke_test_note(events),
     }
     context["usage"] = usage_code(spec, studio, model_ref, example_prompt)
 

@@ -41,19 +41,44 @@ def _pins() -> list[str]:
     return [f"{name}=={pins[name]}" if name in pins else name for name in SPACE_PINS]
 
 
+COORDS_MODULES = ("base", "llava", "qwen", "paligemma", "florence2", "internvl", "__init__")  # dependency order
+STANDALONE_HEAD = """from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class UserError(ValueError):
+    \"\"\"A bad convention name.\"\"\"
+
+
+Box = list[float]
+BoxLike = Sequence[float]
+"""
+
+
+def _module_body(name: str) -> str:
+    """A module's code after its imports (docstring, `from __future__` and import lines dropped)."""
+    import ast
+
+    text = resources.files("pipeline").joinpath(name).read_text(encoding="utf-8")
+    tree = ast.parse(text)
+    lines = text.splitlines(keepends=True)
+    first = next(node.lineno for node in tree.body if not isinstance(node, ast.Import | ast.ImportFrom | ast.Expr))
+    return "".join(lines[first - 1:])
+
+
 def vendored_parser() -> str:
-    """pipeline/coords.py made standalone (its project imports replaced by their definitions)."""
-    text = resources.files("pipeline").joinpath("coords.py").read_text(encoding="utf-8")
-    head = "# SAM2 VLM Studio's answer parser (pipeline/coords.py), copied into this Space.\n# ruff: noqa\n"
-    text = text.replace("from .errors import UserError\n", "\n\nclass UserError(ValueError):\n"
-                        "    \"\"\"A bad convention name.\"\"\"\n\n\n")
-    text = text.replace("from .masks import Box, BoxLike\n", "Box = list[float]\nBoxLike = Sequence[float]\n")
-    grid = resources.files("pipeline").joinpath("imagegrid.py").read_text(encoding="utf-8")
-    grid = grid.split("from .errors import UserError\n", 1)[1]  # its constants and smart_resize, after the imports
-    text = text.replace("from .imagegrid import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, smart_resize\n",
-                        "import math\n" + grid)
-    if "from ." in text:
-        raise UserError("pipeline/coords.py imports more of the project than the Space can carry")
+    """pipeline/coords/ (the answer parsers of every convention) as one standalone module, with imagegrid's
+    smart_resize and the stand-ins for its two other project imports (UserError, the Box types)."""
+    parts = [STANDALONE_HEAD, _module_body("imagegrid.py")]
+    parts += [_module_body(f"coords/{module}.py") for module in COORDS_MODULES]
+    text = "\n\n".join(part.strip("\n") for part in parts) + "\n"
+    head = "# SAM2 VLM Studio's answer parser (pipeline/coords/), copied into this Space.\n# ruff: noqa\n"
     return head + text
 
 

@@ -235,6 +235,14 @@ def test_checkpoint_selection_and_refusals(lora_run: Path, tmp_path: Path) -> No
 
 
 @pytest.mark.slow
+def test_smoke_test_note_only_for_short_runs() -> None:
+    from pipeline.modelcard import SMOKE_TEST_STEPS, smoke_test_note
+
+    assert smoke_test_note([{"event": "end", "step": 10}]).startswith("**Smoke test.** This model trained only 10")
+    assert smoke_test_note([{"event": "end", "step": SMOKE_TEST_STEPS}]) is None
+    assert smoke_test_note([{"event": "start"}]) is None  # not recorded: no claim either way
+
+
 def test_card_front_matter_and_body(adapter_export) -> None:
     from huggingface_hub import ModelCard
 
@@ -250,7 +258,8 @@ def test_card_front_matter_and_body(adapter_export) -> None:
                      "Split: **random**, ratios 0.7 / 0.3 / 0.0", "seed 1", "| learning rate | 0.001 |",
                      "| LoRA r / alpha / dropout | 8 / 16 / 0 |", "Trained 2 steps in", "cpu: ",
                      "![Training curve](training_curve.png)", "Not evaluated yet", "`json` coordinate convention",
-                     '[{"label":"circle","box":[10,10,50,50]}]', "Find every {label} in the image."):
+                     '[{"label":"circle","box":[10,10,50,50]}]', "Find every {label} in the image.",
+                     "**Smoke test.** This model trained only 2 steps"):
         assert fragment in text, fragment
     from PIL import Image
 

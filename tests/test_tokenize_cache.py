@@ -42,7 +42,11 @@ def _same(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
-@pytest.mark.parametrize("key", TINY_MODELS)
+# Florence-2 is an encoder-decoder: it trains on the in-loop collator (decoder labels), never on the token cache
+DECODER_ONLY = [key for key in TINY_MODELS if key != "tiny-florence2"]
+
+
+@pytest.mark.parametrize("key", DECODER_ONLY)
 def test_token_rows_collate_to_what_the_in_loop_collator_builds(processors, key, tmp_path):
     processor = processors[key]
     rows = _rows(tmp_path)
