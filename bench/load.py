@@ -3,14 +3,19 @@
     python bench/load.py                          # starts `python app.py` on a free loopback port, 8 clients, 20 s
     python bench/load.py --clients 16 --duration 30 --max-requests 600 --json load.json
     python bench/load.py --url http://127.0.0.1:7860/   # an app already running on this machine
+    python bench/load.py --scenario heavy --duration 60  # 3 clients run /validate back to back, 6 poll the cheap calls
 
 Loopback only: a --url whose host is not 127.0.0.1 / localhost / ::1 is refused. Without --url the app runs with a
 throw-away STUDIO_HOME and stops with the benchmark. Before the clock starts, a small generated SAM 2 session is
 converted into the dataset `load` (not timed). Each client then loops over the endpoints below (each client starts
 at a different one) until the duration or the total request budget is used up; every request has a timeout.
 
-Prints count, p50, p95 and max latency per endpoint and the error count; the last line is
-`requests=<n> errors=<n> p95_max=<s>` (goal: errors=0).
+Scenario `heavy` (the jobs goal, docs/PERFORMANCE.md): 3 clients call `/validate` back to back (each a job: queued,
+run by the scheduler in its own process, followed to its end), while 6 clients alternate `/list_jobs` and
+`/estimate_memory`; goal: the synchronous calls at p95 <= 0.5 s with no errors.
+
+Prints count, p50, p95 and max latency per endpoint, whether it is a job endpoint or a synchronous one, and the
+error count; the last line is `requests=<n> errors=<n> p95_max=<s> p95_sync=<s> p95_job=<s>` (goal: errors=0).
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+JOB_ENDPOINTS = {"convert", "validate", "evaluate", "export"}  # each call queues a job and follows it to its end
+SCENARIOS = {  # name -> [(clients, endpoints each of them loops over)]; None: --clients over every endpoint
+    "mixed": None,
+    "heavy": [(3, ["validate"]), (6, ["list_jobs", "estimate_memory"])],
+    "poll": [(6, ["list_jobs", "estimate_memory"])],  # the same polling without heavy work: the baseline
+}
 LABELS = {"headers": ["object id", "label in export", "name"], "data": [], "metadata": None}
 
 
@@ -112,11 +123,17 @@ def endpoints(setup: dict[str, Any]) -> dict[str, Callable[[Any], Any]]:
 
 
 def run_clients(url: str, calls: dict[str, Callable[[Any], Any]], clients: int, duration: float,
-                max_requests: int, timeout: float) -> dict[str, Any]:
-    """Every client loops over the calls until the time or the request budget is spent; latencies and errors."""
+                max_requests: int, timeout: float, groups: list[tuple[int, list[str]]] | None = None,
+                ) -> dict[str, Any]:
+    """Every client loops over its calls until the time or the request budget is spent; latencies and errors.
+
+    `groups`: [(clients, endpoint names)] (a scenario); None: `clients` clients over every endpoint.
+    """
     from gradio_client import Client
 
     names = list(calls)
+    plan = [names for _ in range(clients)] if groups is None else [
+        list(group) for count, group in groups for _ in range(count)]
     latencies: dict[str, list[float]] = {name: [] for name in names}
     errors: dict[str, list[str]] = {name: [] for name in names}
     lock = threading.Lock()
@@ -132,9 +149,10 @@ def run_clients(url: str, calls: dict[str, Callable[[Any], Any]], clients: int, 
 
     def client_loop(index: int) -> None:
         client = Client(url, verbose=False, download_files=False)
+        mine = plan[index]
         k = index
         while take():
-            name = names[k % len(names)]
+            name = mine[k % len(mine)]
             k += 1
             started = time.monotonic()
             try:
@@ -145,7 +163,7 @@ def run_clients(url: str, calls: dict[str, Callable[[Any], Any]], clients: int, 
                 with lock:
                     errors[name].append(f"{type(exc).__name__}: {str(exc)[:200]}")
 
-    threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(clients)]
+    threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(len(plan))]
     began = time.monotonic()
     for thread in threads:
         thread.start()
@@ -186,7 +204,10 @@ def percentile(values: list[float], q: float) -> float:
 def summarize(result: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for name, values in result["latencies"].items():
-        rows.append({"endpoint": name, "requests": len(values) + len(result["errors"][name]),
+        if not values and not result["errors"][name]:
+            continue  # not part of this scenario
+        rows.append({"endpoint": name, "kind": "job" if name in JOB_ENDPOINTS else "sync",
+                     "requests": len(values) + len(result["errors"][name]),
                      "errors": len(result["errors"][name]), "p50_s": round(percentile(values, 50), 3),
                      "p95_s": round(percentile(values, 95), 3), "max_s": round(max(values, default=0.0), 3)})
     return {"settings": settings, "wall_s": result["wall_s"], "endpoints": rows,
@@ -196,20 +217,32 @@ def summarize(result: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any
 
 def print_table(summary: dict[str, Any]) -> None:
     s = summary["settings"]
-    print(f"{s['clients']} clients, {summary['wall_s']} s (limit {s['duration']} s, {s['max_requests']} requests)")
-    print(f"{'endpoint':<18} {'requests':>8} {'errors':>6} {'p50 s':>8} {'p95 s':>8} {'max s':>8}")
+    print(f"scenario {s['scenario']}: {s['clients']} clients, {summary['wall_s']} s (limit {s['duration']} s, "
+          f"{s['max_requests']} requests); load average before {s['load_before']}, after {summary['load_after']}")
+    print(f"{'endpoint':<18} {'kind':<5} {'requests':>8} {'errors':>6} {'p50 s':>8} {'p95 s':>8} {'max s':>8}")
     for row in summary["endpoints"]:
-        print(f"{row['endpoint']:<18} {row['requests']:>8} {row['errors']:>6} {row['p50_s']:>8.3f} "
+        print(f"{row['endpoint']:<18} {row['kind']:<5} {row['requests']:>8} {row['errors']:>6} {row['p50_s']:>8.3f} "
               f"{row['p95_s']:>8.3f} {row['max_s']:>8.3f}")
     for sample in summary["error_samples"]:
         print(f"  error: {sample}")
     p95 = max((r["p95_s"] for r in summary["endpoints"]), default=0.0)
-    print(f"requests={summary['requests']} errors={summary['errors']} p95_max={p95:.3f}")
+    sync = max((r["p95_s"] for r in summary["endpoints"] if r["kind"] == "sync"), default=0.0)
+    job = max((r["p95_s"] for r in summary["endpoints"] if r["kind"] == "job"), default=0.0)
+    print(f"requests={summary['requests']} errors={summary['errors']} p95_max={p95:.3f} p95_sync={sync:.3f} "
+          f"p95_job={job:.3f}")
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages (other work on the machine skews latencies; report them alongside)."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", help="an app already running on this machine (default: start one)")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="mixed",
+                        help="mixed: --clients over every endpoint (default); heavy: 3 clients validating back to "
+                             "back, 6 polling /list_jobs and /estimate_memory; poll: only the 6 polling clients")
     parser.add_argument("--clients", type=int, default=8, help="concurrent gradio_client users (default 8)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load (default 20)")
     parser.add_argument("--max-requests", type=int, default=400, help="total request budget (default 400)")
@@ -223,9 +256,15 @@ def main(argv: list[str] | None = None) -> int:
         url = check_loopback(args.url) if args.url else app.start()
         with tempfile.TemporaryDirectory(prefix="studio-load-input-") as work:
             setup = prepare(url, Path(work))
-            result = run_clients(url, endpoints(setup), args.clients, args.duration, args.max_requests, args.timeout)
-        settings = {"clients": args.clients, "duration": args.duration, "max_requests": args.max_requests}
+            groups = SCENARIOS[args.scenario]
+            load_before = _load()
+            result = run_clients(url, endpoints(setup), args.clients, args.duration, args.max_requests, args.timeout,
+                                 groups)
+        clients = args.clients if groups is None else sum(count for count, _ in groups)
+        settings = {"scenario": args.scenario, "clients": clients, "duration": args.duration,
+                    "max_requests": args.max_requests, "load_before": load_before}
         summary = summarize(result, settings)
+        summary["load_after"] = _load()
     finally:
         if app is not None:
             app.stop()

@@ -24,6 +24,7 @@ VERBS: dict[str, str] = {
     "jobs": "submit, list, watch, cancel and resume background jobs",
     "experiments": "list, compare and delete experiments",
     "worker": "start a Celery worker for the distributed job backend",
+    "step": "run a queued convert / validate / evaluate / export job from its folder (job runners start it)",
 }
 
 
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if module is None:
         print(f"error: '{args.verb}' is not implemented yet in this version", file=sys.stderr)
         return 2
+    args.raw_argv = list(sys.argv[1:] if argv is None else argv)  # what `--submit` queues as a job
     try:
         return int(module.run(args) or 0)
     except UserError as exc:

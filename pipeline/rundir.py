@@ -13,6 +13,12 @@ This module is the only one that spells a run-folder name; every other module as
     RUN/studio.json            what evaluation and export need (also written into each export)
     RUN/adapter/ or RUN/model/ the final weights (LoRA/QLoRA or full fine-tuning)
     RUN/tb/, RUN/eval/<name>/  TensorBoard events and evaluations
+
+A step job's folder (convert, validate, evaluate, export: STUDIO_HOME/jobs/<id>, `pipeline.steps`) is a run folder
+too: train.log, progress.jsonl and STOP as above, plus
+
+    JOB/request.json           what to run (kind and parameters), written when the job is submitted
+    JOB/result.json            what the step produced (the app's result view), written atomically at its end
 """
 
 from __future__ import annotations
@@ -40,11 +46,13 @@ ADAPTER_DIR = "adapter"
 MODEL_DIR = "model"
 TENSORBOARD_DIR = "tb"
 EVAL_DIR = "eval"
+REQUEST_FILE = "request.json"
+RESULT_FILE = "result.json"
 OUTPUT_TMP = ".output.tmp"  # the final output while it is written; renamed into place when complete
 FRESH_RUN_FILES = frozenset({CONFIG_FILE, LOG_FILE, STOP_FILE})  # what a job runner may leave before training starts
 # The names no other module may spell (tests/test_architecture.py checks it).
 RUN_FILE_NAMES = (CONFIG_FILE, LOG_FILE, PROGRESS_FILE, STOP_FILE, BEST_FILE, STUDIO_FILE, MANIFEST_FILE, STATE_FILE,
-                  CHECKPOINT_PREFIX, OUTPUT_TMP)
+                  CHECKPOINT_PREFIX, OUTPUT_TMP, REQUEST_FILE, RESULT_FILE)
 _CHECKPOINT = re.compile(re.escape(CHECKPOINT_PREFIX) + r"(\d+)")
 
 
@@ -67,6 +75,30 @@ def progress_path(run_dir: str | Path) -> Path:
 def studio_path(folder: str | Path) -> Path:
     """studio.json of a run folder, a final output or an export."""
     return Path(folder) / STUDIO_FILE
+
+
+def request_path(job_dir: str | Path) -> Path:
+    """JOB/request.json of a step job."""
+    return Path(job_dir) / REQUEST_FILE
+
+
+def result_path(job_dir: str | Path) -> Path:
+    """JOB/result.json of a step job."""
+    return Path(job_dir) / RESULT_FILE
+
+
+def read_json(path: str | Path) -> dict[str, Any] | None:
+    """A JSON object file, None when absent or unreadable."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    """Replace a JSON object file atomically (readers never see half of it)."""
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
 
 
 def output_path(run_dir: str | Path, method: str) -> Path:

@@ -435,7 +435,9 @@ def job_to_follow() -> int | None:
 
     A job that ended while the page was reloading still shows its final state instead of "no job followed".
     """
-    jobs = backend().list()
+    from .jobs.store import STEP_KINDS
+
+    jobs = [j for j in backend().list() if j.kind not in STEP_KINDS]  # training: step jobs re-attach in their tab
     for status in ("running", "queued"):
         ids = [j.id for j in jobs if j.status == status]
         if ids:
@@ -510,6 +512,103 @@ def watch_job(job_id: int, from_seq: int = 0, poll: float = 0.5) -> Iterator[Wat
         yield ready(held)
 
 
+# -- step jobs: convert, validate, evaluate and export off the request path ------------------------------------
+def submit_convert(files: Sequence[str | Path] | None, name: str, *, sample: bool = False,
+                   labels: dict[int, str] | None = None, tasks: Sequence[str] = DEFAULT_TASKS,
+                   family: str = DEFAULT_MODEL, every: int = 1, overwrite: bool = False,
+                   max_frames: int | None = None, seed: int = 0, include_auto: bool = False,
+                   allow_overlay_frames: bool = False) -> dict[str, Any]:
+    """Queue a conversion job (uploads are copied into its folder; the options are `convert_inputs`'); returns the
+    job at once."""
+    from .steps import prepare_step
+
+    name = check_name(name, "dataset name")
+    out = home_dir("datasets") / name
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"a dataset named {name!r} already exists: choose another name or tick 'replace'")
+    if not sample and not [f for f in files or [] if f]:
+        raise UserError("upload an export (ZIP, JSON, JSONL, with its video or frames) or pick the built-in sample")
+    params = {"files": [str(f) for f in files or [] if f], "name": name, "sample": bool(sample),
+              "labels": {str(k): v for k, v in (labels or {}).items()}, "tasks": list(tasks or DEFAULT_TASKS),
+              "family": family or DEFAULT_MODEL, "every": int(every or 1), "overwrite": bool(overwrite),
+              "max_frames": int(max_frames) if max_frames else None, "seed": int(seed or 0),
+              "include_auto": bool(include_auto), "allow_overlay_frames": bool(allow_overlay_frames)}
+    params["sample_options"] = sample_options() if sample else None  # the job generates it the app's way
+    return _submit(prepare_step("convert", params, name=f"convert {name}"))
+
+
+def submit_validate(name: str) -> dict[str, Any]:
+    """Queue the quality report of a dataset; returns the job at once."""
+    from .steps import prepare_step
+
+    dataset_dir(name)  # refuse an unknown dataset now, not in the job
+    return _submit(prepare_step("validate", {"dataset": name.strip()}, name=f"validate {name}"))
+
+
+def submit_evaluate(run_id: str, checkpoint: str = "best", split_name: str = "test",
+                    limit: int | None = 32, allow_no_split: bool = True) -> dict[str, Any]:
+    """Queue the evaluation of a run's checkpoint; returns the job at once (allow_no_split: as `evaluate`)."""
+    from .steps import prepare_step
+
+    run_id = (run_id or "").strip()
+    refuse_no_split(run_id, allow_no_split)  # refused now, not in the job
+    params = {"run_id": run_id, "run_dir": str(_run_dir(run_id)), "checkpoint": checkpoint or "best",
+              "split": split_name or "test", "limit": int(limit) if limit else None}
+    return _submit(prepare_step("evaluate", params, experiment=run_id, name=f"evaluate {run_id}"))
+
+
+def submit_export(run_id: str, mode: str = "adapter", checkpoint: str = "best") -> dict[str, Any]:
+    """Queue the export of a run; returns the job at once."""
+    from .steps import prepare_step
+
+    run_id = (run_id or "").strip()
+    if mode not in ("adapter", "merged"):
+        raise UserError(f"export mode {mode!r}: use adapter or merged")
+    params = {"run_id": run_id, "run_dir": str(_run_dir(run_id)), "mode": mode, "checkpoint": checkpoint or "best"}
+    return _submit(prepare_step("export", params, experiment=run_id, name=f"export {run_id}"))
+
+
+def _submit(spec: Any) -> dict[str, Any]:
+    """Submit a prepared step job; its folder is removed again when the submit fails (nothing was queued)."""
+    import shutil
+
+    try:
+        return job_info(backend().submit(spec))
+    except BaseException:
+        shutil.rmtree(spec.run_dir, ignore_errors=True)
+        raise
+
+
+def step_outcome(job_id: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(the job, its result read from JOB/result.json or None): what a result view shows, after any reload."""
+    from .steps import read_result
+
+    job = backend().get(int(job_id))
+    return job_info(job), read_result(job.run_dir) if job.status == "succeeded" else None
+
+
+def step_params(job_id: int) -> dict[str, Any]:
+    """What a step job was asked to do (its request's parameters: dataset, run_id, split, mode...); {} for a CLI job."""
+    from .steps import read_request
+
+    try:
+        return dict(read_request(backend().get(int(job_id)).run_dir).get("params") or {})
+    except UserError:
+        return {}
+
+
+def latest_step(kind: str) -> int | None:
+    """The newest job of a step kind (running or queued first), for a page that re-attaches after a reload."""
+    jobs = [j for j in backend().list() if j.kind == kind]
+    active = [j.id for j in jobs if j.status in ("running", "queued")]
+    return max(active or [j.id for j in jobs], default=None)
+
+
+def step_gallery(result: dict[str, Any]) -> list[tuple[Any, str]]:
+    """The worst examples of an evaluation result (read from its gallery folder)."""
+    return _gallery(Path(result["gallery"])) if result.get("gallery") else []
+
+
 # -- runs: Evaluate and Export tabs ----------------------------------------------------------------------------
 def run_choices() -> list[tuple[str, str]]:
     """(label, run id) of the experiments, newest first."""
@@ -581,16 +680,34 @@ def evaluate(run_id: str, checkpoint: str = "best", split_name: str = "test", li
     """Score a run's checkpoint against its base model and the mean-box baseline; (metrics, gallery worst-first).
 
     With allow_no_split=False a run whose dataset has no splits is refused (it would score the training data)."""
-    from .evaluate import evaluate_run
+    refuse_no_split(run_id, allow_no_split)
+    info = evaluate_run_folder(_run_dir(run_id), run_id, checkpoint, split_name, limit)
+    return public_evaluation(info), step_gallery(info)
 
+
+def refuse_no_split(run_id: str, allow_no_split: bool) -> None:
+    """UserError when allow_no_split is False and the run's dataset has no splits (it would score training data)."""
     if not allow_no_split:
         data = run_dataset(run_id)
         if data["exists"] and not data["splits"]:
             raise UserError(NO_SPLIT)
-    result = evaluate_run(_run_dir(run_id), split=split_name or "test", limit=int(limit) if limit else None,
+
+
+def public_evaluation(info: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation's info as the app shows it: without the server path of its gallery folder."""
+    return {k: v for k, v in info.items() if k != "gallery"}
+
+
+def evaluate_run_folder(run: Path, run_id: str, checkpoint: str = "best", split_name: str = "test",
+                        limit: int | None = 32) -> dict[str, Any]:
+    """`evaluate` on a run folder (what an evaluate job runs): the saved evaluation's info (JSON-able), plus
+    `gallery`, the folder of the worst examples (a server path: `public_evaluation` drops it)."""
+    from .evaluate import evaluate_run
+
+    result = evaluate_run(run, split=split_name or "test", limit=int(limit) if limit else None,
                           checkpoint=checkpoint or "best", batch_size=8)
     saved = saved_evaluation(run_id, split_name or "test", checkpoint)
-    return (saved[0] if saved else {}), _gallery(Path(result.out) / "gallery" / "worst")
+    return {**(saved[0] if saved else {}), "gallery": str(Path(result.out) / "gallery" / "worst")}
 
 
 def saved_evaluation(run_id: str, split_name: str = "test", checkpoint: str | None = None,
@@ -706,15 +823,24 @@ def _gallery(folder: Path, limit: int = 12) -> list[tuple[Any, str]]:
 
 def export(run_id: str, mode: str = "adapter", checkpoint: str = "best", progress: bool = False) -> dict[str, Any]:
     """Export a run into STUDIO_HOME/exports/<run id>-<mode> (+ .zip beside it); replaces an earlier export."""
+    return export_folder(_run_dir((run_id or "").strip()), mode, checkpoint, progress)
+
+
+def export_dir(run: Path, mode: str) -> Path:
+    """STUDIO_HOME/exports/<run folder name>-<mode>."""
+    return home_dir("exports") / check_name(f"{run.name}-{mode}", "export name")
+
+
+def export_folder(run: Path, mode: str = "adapter", checkpoint: str = "best", progress: bool = False,
+                  ) -> dict[str, Any]:
+    """`export` of a run folder."""
     from .export import export_run
 
-    run_id = (run_id or "").strip()
-    run = _run_dir(run_id)
-    name = check_name(f"{run.name}-{mode}", "export name")
-    result = export_run(run, home_dir("exports") / name, mode=mode, checkpoint=checkpoint or "best", overwrite=True,
-                        progress=progress)
+    out = export_dir(run, mode)
+    result = export_run(run, out, mode=mode, checkpoint=checkpoint or "best", overwrite=True, progress=progress)
     card = result.out_dir / "README.md"
-    return {"export": name, "mode": result.mode, "source": result.source, "step": result.step, "files": result.files,
+    return {"export": out.name, "mode": result.mode, "source": result.source, "step": result.step,
+            "files": result.files,
             "notes": [public_note(str(n)) for n in result.notes or []],
             "parity": (result.parity or {}).get("all_match"), "zip": Path(result.zip_path).name,
             "zip_path": str(result.zip_path), "card": card.read_text(encoding="utf-8") if card.is_file() else ""}
@@ -846,7 +972,7 @@ def delete_experiment(run_id: str) -> dict[str, Any]:
 def blocked_paths() -> list[str]:
     """What the web server must never serve: the database, the run folders, models, logs, uploads in staging."""
     home = studio_home()
-    names = ("studio.db", "studio.db-wal", "studio.db-shm", "scheduler.lock", "runs", "models", "logs", "cache")
+    names = ("studio.db", "studio.db-wal", "studio.db-shm", "scheduler.lock", "runs", "models", "logs", "cache", "jobs")
     return [str(home / n) for n in names]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import gradio as gr
 
 from pipeline import service
 
-from . import status
+from . import status, step_ui
 from .common import TRACK_TQDM, guarded
 
 UPLOAD_TYPES = [".zip", ".json", ".jsonl", ".ndjson", ".csv", ".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi",
@@ -37,18 +38,42 @@ def detect_format(files: list[str] | None, sample: bool, progress: gr.Progress =
     return info, shots, thumbs, rows, _suggest_name(info)
 
 
+def _submit(files: list[str] | None, sample: bool, name: str, labels: Any, tasks: list[str], family: str,
+            every: float, overwrite: bool, max_frames: float | None, seed: float | None, include_auto: bool,
+            allow_overlay_frames: bool) -> int:
+    job = service.submit_convert(files, name, sample=bool(sample), labels=service.labels_from_rows(labels),
+                                 tasks=tasks, family=family, every=int(every or 1), overwrite=bool(overwrite),
+                                 max_frames=int(max_frames) if max_frames else None, seed=int(seed or 0),
+                                 include_auto=bool(include_auto), allow_overlay_frames=bool(allow_overlay_frames))
+    return int(job["job_id"])
+
+
 @guarded
 def convert(files: list[str] | None, sample: bool, name: str, labels: Any, tasks: list[str], family: str,
             every: float, overwrite: bool, max_frames: float | None = 0, seed: float | None = 0,
             include_auto: bool = False, allow_overlay_frames: bool = False,
-            progress: gr.Progress = TRACK_TQDM) -> dict[str, Any]:
-    """Convert into STUDIO_HOME/datasets/<name> with a progress bar."""
-    progress(0, desc="converting")
-    return service.convert_inputs(files, name, sample=bool(sample), labels=service.labels_from_rows(labels),
-                                  tasks=tasks, family=family, every=int(every or 1), overwrite=bool(overwrite),
-                                  max_frames=int(max_frames) if max_frames else None, seed=int(seed or 0),
-                                  include_auto=bool(include_auto), allow_overlay_frames=bool(allow_overlay_frames),
-                                  progress=True)
+            progress: gr.Progress = gr.Progress()) -> dict[str, Any]:  # noqa: B008 - gradio's way
+    """Queue a conversion job into STUDIO_HOME/datasets/<name>, follow its progress; the summary from disk."""
+    job_id = _submit(files, sample, name, labels, tasks, family, every, overwrite, max_frames, seed, include_auto,
+                     allow_overlay_frames)
+    return step_ui.follow(job_id, "convert", progress)
+
+
+@guarded
+def convert_stream(files: list[str] | None, sample: bool, name: str, labels: Any, tasks: list[str], family: str,
+                   every: float, overwrite: bool, max_frames: float | None = 0, seed: float | None = 0,
+                   include_auto: bool = False, allow_overlay_frames: bool = False) -> Iterator[Any]:
+    """The Convert button: queue the job, its progress in the status line, then the summary from disk."""
+    job_id = _submit(files, sample, name, labels, tasks, family, every, overwrite, max_frames, seed, include_auto,
+                     allow_overlay_frames)
+    yield from step_ui.stream(job_id, "convert")
+    yield step_ui.outcome(job_id, "convert")
+
+
+@guarded
+def reattach() -> Iterator[tuple[Any, ...]]:
+    """On page load: the newest conversion (its progress while it runs), its summary and status lines."""
+    yield from step_ui.reattach("convert", lambda result: (result,), 1, convert_summary)
 
 
 def detect_summary(info: dict[str, Any], *_: Any) -> str:
@@ -128,18 +153,25 @@ def build() -> dict[str, Any]:
         with gr.Row():
             convert_btn = gr.Button("Convert", variant="primary", elem_id="convert", scale=1)
             convert_status = status.line("convert-status")
+        job_line = gr.Markdown(elem_id="convert-job", label="conversion job")
         with gr.Accordion("Conversion summary (JSON)", open=False):
             summary = gr.JSON(label="Conversion summary", elem_id="convert-summary")
 
     outputs = [detected, preview, thumbs, labels, name]
     detecting = {"what": "Detection", "summary": detect_summary}
     status.action(files.upload(lambda: False, outputs=sample, api_visibility="private", queue=False).then,
-                  detect_format, [files, sample], outputs, detect_status, api_name="detect_format", **detecting)
+                  detect_format, [files, sample], outputs, detect_status, api_name="detect_format", **detecting,
+                  **step_ui.DETECT_EVENT)
     status.action(sample_btn.click(lambda: (True, None), outputs=[sample, files], api_visibility="private",
                                    queue=False).then,
-                  detect_format, [files, sample], outputs, detect_status, api_name=None, **detecting)
+                  detect_format, [files, sample], outputs, detect_status, api_name=None, **detecting,
+                  **step_ui.DETECT_EVENT)
     converted = status.action(convert_btn.click, convert,
                               [files, sample, name, labels, tasks, family, every, overwrite, max_frames, seed,
                                include_auto, overlay], [summary], convert_status, api_name="convert",
-                              what="Convert", summary=convert_summary)
-    return {"name": name, "converted": converted, "summary": summary, "status": convert_status}
+                              what="Convert", summary=convert_summary, ui_fn=convert_stream, **step_ui.STEP_EVENT)
+    converted.then(lambda: step_ui.status_line("convert"), None, job_line, api_visibility="private",
+                   **step_ui.CHEAP_EVENT)
+    return {"name": name, "converted": converted, "summary": summary, "status": convert_status, "reattach": {
+        "fn": reattach, "inputs": None, "outputs": [summary, convert_status, job_line], "api_visibility": "private",
+        **step_ui.STEP_EVENT}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
@@ -9,7 +10,7 @@ import gradio as gr
 from pipeline import service
 from pipeline.coords import CONVENTIONS
 
-from . import status
+from . import status, step_ui
 from .common import TRACK_TQDM, Choice, choices_update, guarded
 
 INTRO = ("Pick a finished run and a checkpoint. The fine-tuned model, its base model and the mean-box baseline "
@@ -19,14 +20,43 @@ SMOKE = ("⚠️ <b>Smoke test</b>: this run used the quick_test preset (a few s
          "expected to be near zero; they check that the pipeline works, not the data.")
 
 
+def _outputs(result: dict[str, Any]) -> tuple[Any, ...]:
+    """An evaluation job's result (from disk) as the tab shows it: info (no server path), the table, the gallery."""
+    info = service.public_evaluation(result)
+    return info, {"headers": info["columns"], "data": info["rows"]}, service.step_gallery(result)
+
+
 @guarded
 def evaluate(run_id: str, checkpoint: str, split: str, limit: float | None, allow_no_split: bool = True,
-             progress: gr.Progress = TRACK_TQDM) -> tuple[Any, ...]:
-    """Metrics (base vs fine-tuned vs baseline) and the gallery of the worst-scored examples."""
-    progress(0, desc="evaluating")
-    info, gallery = service.evaluate(run_id, checkpoint or "best", split or "test", int(limit) if limit else None,
-                                     allow_no_split=bool(allow_no_split))
-    return info, {"headers": info["columns"], "data": info["rows"]}, gallery
+             progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 - gradio's way
+    """Queue an evaluation job and follow it; metrics (base vs fine-tuned vs baseline) and the worst examples."""
+    job = service.submit_evaluate(run_id, checkpoint or "best", split or "test", int(limit) if limit else None,
+                                  allow_no_split=bool(allow_no_split))
+    return _outputs(step_ui.follow(job["job_id"], "evaluate", progress))
+
+
+@guarded
+def evaluate_stream(run_id: str, checkpoint: str, split: str, limit: float | None,
+                    allow_no_split: bool = True) -> Iterator[Any]:
+    """The button: queue the evaluation job, its progress in the status line, then the metrics from disk."""
+    job = service.submit_evaluate(run_id, checkpoint or "best", split or "test", int(limit) if limit else None,
+                                  allow_no_split=bool(allow_no_split))
+    yield from step_ui.stream(job["job_id"], "evaluate")
+    yield _outputs(step_ui.outcome(job["job_id"], "evaluate"))
+
+
+def _select(params: dict[str, Any]) -> tuple[Any, ...]:
+    run_id, split = params.get("run_id"), params.get("split")
+    known = {key for _, key in service.run_choices()}
+    return (gr.update(value=run_id) if run_id in known else gr.skip(),
+            gr.update(value=split) if run_id in known and split in ("test", "val", "train") else gr.skip())
+
+
+@guarded
+def reattach() -> Iterator[tuple[Any, ...]]:
+    """On page load: the run and split of the newest evaluation, its progress while it runs, then its metrics from
+    disk and the status lines."""
+    yield from step_ui.reattach("evaluate", _outputs, 3, evaluate_summary, _select, 2)
 
 
 def evaluate_summary(info: dict[str, Any], *_: Any) -> str:
@@ -111,15 +141,15 @@ def build() -> dict[str, Any]:
         with gr.Row():
             evaluate_btn = gr.Button("Evaluate", variant="primary", elem_id="evaluate", scale=0)
             eval_status = status.line("evaluate-status")
+        job_line = gr.Markdown(elem_id="evaluate-job", label="evaluation job")
         with gr.Accordion("Score a model trained elsewhere (LLaMA-Factory, Unsloth, transformers)", open=False):
             gr.Markdown("Any Hugging Face VLM folder in `STUDIO_HOME/models` (or upload one as a ZIP). The "
                         "coordinate convention comes from its config.json unless you pick one; the prompt from "
                         "its own chat template. CLI: `python -m pipeline evaluate --model FOLDER --data DATASET`.")
             with gr.Row():
-                folder = gr.Dropdown(service.model_folder_choices(), label="Model folder", scale=2,
-                                     allow_custom_value=True, elem_id="eval-folder")
+                folder = Choice(service.model_folder_choices(), label="Model folder", scale=2, elem_id="eval-folder")
                 upload = gr.File(label="or upload a model folder (ZIP)", file_types=[".zip"], type="filepath")
-                dataset = gr.Dropdown(service.list_datasets(), label="Dataset", allow_custom_value=True)
+                dataset = Choice(service.list_datasets(), label="Dataset")
                 convention = gr.Dropdown(["auto", *CONVENTIONS], value="auto", label="Convention")
             with gr.Row():
                 folder_btn = gr.Button("Evaluate folder", elem_id="evaluate-folder", scale=0)
@@ -137,10 +167,12 @@ def build() -> dict[str, Any]:
     tab.select(refresh_runs, run, run, api_visibility="private").then(**shown)  # the saved evaluation, re-shown
     gr.on([run.input, split.input], **shown)
     hidden = status.hidden_button()
-    hidden.click(evaluate, [run, checkpoint, split, limit], [info, table, gallery], api_name="evaluate")
-    evaluate_btn.click(status.with_status(evaluate, "Evaluation", evaluate_summary, 3),
+    hidden.click(evaluate, [run, checkpoint, split, limit], [info, table, gallery], api_name="evaluate",
+                 **step_ui.STEP_EVENT)
+    evaluate_btn.click(status.with_status(evaluate_stream, "Evaluation", evaluate_summary, 3),
                        [run, checkpoint, split, limit, allow], [info, table, gallery, eval_status],
-                       api_visibility="private")
+                       api_visibility="private", **step_ui.STEP_EVENT).then(
+        lambda: step_ui.status_line("evaluate"), None, job_line, api_visibility="private", **step_ui.CHEAP_EVENT)
     tab.select(refresh_folders, [folder, dataset], [folder, dataset], api_visibility="private")
     upload.upload(upload_model, [upload, folder], folder, api_visibility="private")
     hidden_folder = status.hidden_button()
@@ -149,4 +181,6 @@ def build() -> dict[str, Any]:
     folder_btn.click(status.with_status(evaluate_folder, "Evaluation", evaluate_summary, 3),
                      [folder, dataset, convention, split, limit], [info, table, gallery, folder_status],
                      api_visibility="private")
-    return {"run": run}
+    return {"run": run, "reattach": {"fn": reattach, "inputs": None,
+                                     "outputs": [run, split, info, table, gallery, eval_status, job_line],
+                                     "api_visibility": "private", **step_ui.STEP_EVENT}}

@@ -10,6 +10,7 @@ from pipeline import service
 
 from . import status
 from .common import Choice, guarded, records
+from .step_ui import CHEAP_EVENT
 
 INTRO = ("Every training run is an experiment. Filter with conditions such as `lora.r=16, final_loss<2`; sort by a "
          "column or any metric. CLI: `python -m pipeline experiments list --sort final_loss` and "
@@ -87,7 +88,7 @@ def build() -> dict[str, Any]:
     inputs, outputs = [status_box, model, where, sort, descending], [table, chosen, doomed]
     summary = {"what": "Listing", "summary": lambda t, *_: f"{len(t['data'])} experiment(s)."}
     status.action(refresh.click, list_experiments, inputs, outputs, list_status, api_name="list_experiments",
-                  **summary)
+                  **summary, **CHEAP_EVENT)
     tab.select(status.with_status(list_experiments, "Listing", summary["summary"], 3), inputs,
                [*outputs, list_status], api_visibility="private")
     status.action(compare_btn.click, compare_experiments, chosen, [compare_json, diff, loss_plot, second_plot],

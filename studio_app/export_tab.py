@@ -6,28 +6,26 @@ logs. On a Space, the Hugging Face sign-in can provide the token instead, and on
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
 
 from pipeline import service
 
-from . import status
-from .common import TRACK_TQDM, Choice, choices_update, guarded, require_user
+from . import status, step_ui
+from .common import Choice, choices_update, guarded, require_user
 
 INTRO = ("Export a run as a LoRA adapter (small; loads on its base model) or a merged model, preview its model card, "
          "download the zip or push it to the Hub. CLI: `python -m pipeline export RUN --mode adapter --out DIR` and "
          "`python -m pipeline push DIR --repo USER/NAME --token-env STUDIO_HF_TOKEN`.")
 
 
-@guarded
-def export(run_id: str, mode: str, checkpoint: str, progress: gr.Progress = TRACK_TQDM,
-           ) -> tuple[Any, ...]:
-    """Export the run; returns the summary, the model card and the zip to download."""
-    progress(0, desc="exporting")
-    result = service.export(run_id, mode or "adapter", checkpoint or "best", progress=True)
-    archive = result.pop("zip_path")
-    return result, card_preview(result["card"]), archive, choices_update(service.list_exports(), result["export"])
+def _outputs(result: dict[str, Any]) -> tuple[Any, ...]:
+    """An export's result (from disk) as the tab shows it: the summary (no server path), the card, the zip."""
+    shown = {k: v for k, v in result.items() if k != "zip_path"}
+    return (shown, card_preview(result["card"]), result["zip_path"],
+            choices_update(service.list_exports(), result["export"]))
 
 
 def card_preview(card: str) -> str:
@@ -76,6 +74,36 @@ def saved(run_id: str | None) -> tuple[Any, ...]:
 
 
 @guarded
+def export(run_id: str, mode: str, checkpoint: str, progress: gr.Progress = gr.Progress(),  # noqa: B008
+           ) -> tuple[Any, ...]:
+    """Queue an export job and follow it; the summary, the model card and the zip to download."""
+    job = service.submit_export(run_id, mode or "adapter", checkpoint or "best")
+    return _outputs(step_ui.follow(job["job_id"], "export", progress))
+
+
+@guarded
+def export_stream(run_id: str, mode: str, checkpoint: str) -> Iterator[Any]:
+    """The button: queue the export job, its progress in the status line, then the card and zip from disk."""
+    job = service.submit_export(run_id, mode or "adapter", checkpoint or "best")
+    yield from step_ui.stream(job["job_id"], "export")
+    yield _outputs(step_ui.outcome(job["job_id"], "export"))
+
+
+def _select(params: dict[str, Any]) -> tuple[Any, ...]:
+    run_id, mode = params.get("run_id"), params.get("mode")
+    known = {key for _, key in service.run_choices()}
+    return (gr.update(value=run_id) if run_id in known else gr.skip(),
+            gr.update(value=mode) if run_id in known and mode in ("adapter", "merged") else gr.skip())
+
+
+@guarded
+def reattach() -> Iterator[tuple[Any, ...]]:
+    """On page load: the run of the newest export, its progress while it runs, then its card and zip from disk and
+    the status lines."""
+    yield from step_ui.reattach("export", _outputs, 4, export_summary, _select, 2)
+
+
+@guarded
 def push_to_hub(export_name: str, repo_id: str, private: bool, token: str,
                 oauth_token: gr.OAuthToken | None = None, profile: gr.OAuthProfile | None = None) -> tuple[Any, ...]:
     """Push an export with the typed token (or the Space sign-in's); the token field is cleared afterwards."""
@@ -103,6 +131,7 @@ def build() -> dict[str, Any]:
                 mode = gr.Radio(["adapter", "merged"], value="adapter", label="Export as")
                 export_btn = gr.Button("Export", variant="primary", elem_id="export")
                 export_status = status.line("export-status")
+                job_line = gr.Markdown(elem_id="export-job", label="export job")
                 download = gr.File(label="Download (zip)", interactive=False, elem_id="export-zip")
             with gr.Column(scale=1):
                 gr.Markdown("### Push to the Hugging Face Hub")
@@ -123,10 +152,14 @@ def build() -> dict[str, Any]:
              "api_visibility": "private"}
     tab.select(refresh, [run, exported], [run, exported], api_visibility="private").then(**shown)
     run.input(**shown)
-    status.action(export_btn.click, export, [run, mode, checkpoint], [result, card, download, exported],
-                  export_status, api_name="export", what="Export", summary=export_summary)
+    export_out = [result, card, download, exported]
+    status.action(export_btn.click, export, [run, mode, checkpoint], export_out, export_status, api_name="export",
+                  what="Export", summary=export_summary, ui_fn=export_stream, **step_ui.STEP_EVENT).then(
+        lambda: step_ui.status_line("export"), None, job_line, api_visibility="private", **step_ui.CHEAP_EVENT)
     status.action(push_btn.click, push_to_hub, [exported, repo, private, token], [pushed, token], push_status,
                   api_name="push_to_hub", what="Push",
                   summary=lambda info, _t: f"Pushed <b>{info['export']}</b> to <a href='{info['url']}'>"
                                            f"{info['repo']}</a> ({'private' if info['private'] else 'public'}).")
-    return {"run": run}
+    return {"run": run, "reattach": {"fn": reattach, "inputs": None,
+                                     "outputs": [run, mode, *export_out, export_status, job_line],
+                                     "api_visibility": "private", **step_ui.STEP_EVENT}}

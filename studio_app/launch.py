@@ -86,6 +86,10 @@ def serve(**overrides: Any) -> tuple[Any, str]:
 
 def _warm_sample() -> None:
     try:
+        service.hardware()  # torch's import and the device probe: seconds the first /estimate_memory must not wait
+    except Exception:  # noqa: BLE001 - estimate_memory probes again on demand and reports any problem
+        logging.getLogger("studio_app").exception("could not probe the hardware in the background")
+    try:
         service.ensure_sample()
     except Exception:  # noqa: BLE001 - the Data tab generates it again on demand and reports any problem
         logging.getLogger("studio_app").exception("could not generate the built-in sample in the background")

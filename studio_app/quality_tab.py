@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
 
 from pipeline import service
 
-from . import status
+from . import status, step_ui
 from .common import Choice, guarded
 
 INTRO = ("Check a converted dataset, then split it. CLI: `python -m pipeline validate DATASET --out REPORT` and "
          "`python -m pipeline split DATASET --strategy temporal --ratios 0.8,0.1,0.1 --seed 42`.")
 
 
-@guarded
-def validate(dataset: str) -> tuple[Any, ...]:
-    """Run the quality rules: summary JSON, the report (counts and findings table), its plots and the report files."""
-    report = service.validate_dataset(dataset)
+def _outputs(report: dict[str, Any]) -> tuple[Any, ...]:
+    """Summary JSON, the report (counts and findings table), its plots and the report files."""
     info = {k: report[k] for k in ("dataset", "passed", "summary", "findings")}
     return info, report["markdown"], report["plots"], report["files"]
 
@@ -28,6 +27,33 @@ def validate_summary(info: dict[str, Any], *_: Any) -> str:
     verdict = "<b>passed</b>" if info.get("passed") else "<b>has errors</b> (see the findings)"
     return (f"Quality report of <b>{info['dataset']}</b> {verdict}: {summary.get('errors', 0)} error(s), "
             f"{summary.get('warnings', 0)} warning(s), {summary.get('infos', 0)} info. Next: split it below.")
+
+
+@guarded
+def validate(dataset: str, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 - gradio's way
+    """Queue a validation job, follow it, then the report from disk: summary JSON, Markdown, plots and files."""
+    job = service.submit_validate(dataset)
+    return _outputs(step_ui.follow(job["job_id"], "validate", progress))
+
+
+@guarded
+def validate_stream(dataset: str) -> Iterator[Any]:
+    """The button: queue the validation job, its progress in the status line, then the report from disk."""
+    job_id = int(service.submit_validate(dataset)["job_id"])
+    yield from step_ui.stream(job_id, "validate")
+    yield _outputs(step_ui.outcome(job_id, "validate"))
+
+
+def _select(params: dict[str, Any]) -> tuple[Any, ...]:
+    name = params.get("dataset")
+    return (gr.update(value=name) if name and name in service.list_datasets() else gr.skip(),)
+
+
+@guarded
+def reattach() -> Iterator[tuple[Any, ...]]:
+    """On page load: the dataset of the newest validation, its progress while it runs, then its report from disk
+    and the status lines."""
+    yield from step_ui.reattach("validate", _outputs, 4, validate_summary, _select, 1)
 
 
 @guarded
@@ -70,6 +96,7 @@ def build() -> dict[str, Any]:
             refresh = gr.Button("↻", scale=0, min_width=50)
             validate_btn = gr.Button("Run the quality report", variant="primary", elem_id="validate", scale=1)
         report_status = status.line("validate-status")
+        job_line = gr.Markdown(elem_id="validate-job", label="validation job")
         report_md = gr.Markdown(elem_id="quality-report", label="report")
         plots = gr.Gallery(label="Plots", columns=2, height="auto", object_fit="contain", elem_id="quality-plots",
                            allow_preview=True)
@@ -93,11 +120,15 @@ def build() -> dict[str, Any]:
                      "inputs": dataset, "outputs": dataset, "api_visibility": "private"}
     refresh.click(**refresh_event)
     tab.select(**refresh_event)
-    status.action(validate_btn.click, validate, dataset, [report_json, report_md, plots, files], report_status,
-                  api_name="validate", what="Quality report", summary=validate_summary)
+    report_out = [report_json, report_md, plots, files]
+    status.action(validate_btn.click, validate, dataset, report_out, report_status, api_name="validate",
+                  what="Quality report", summary=validate_summary, ui_fn=validate_stream, **step_ui.STEP_EVENT).then(
+        lambda: step_ui.status_line("validate"), None, job_line, api_visibility="private", **step_ui.CHEAP_EVENT)
     split_event = status.action(split_btn.click, split, [dataset, strategy, ratios, seed], [split_json, split_plot],
                                 split_status, api_name="split", what="Split", summary=split_summary)
     dataset.input(show_saved, dataset, [report_json, report_md, plots, files, split_json, split_plot, report_status,
                                         split_status], api_visibility="private")
     return {"dataset": dataset, "split": split_event, "show_saved": show_saved,
-            "saved_out": [report_json, report_md, plots, files, split_json, split_plot, report_status, split_status]}
+            "saved_out": [report_json, report_md, plots, files, split_json, split_plot, report_status, split_status],
+            "reattach": {"fn": reattach, "inputs": None, "outputs": [dataset, *report_out, report_status, job_line],
+                         "api_visibility": "private", **step_ui.STEP_EVENT}}

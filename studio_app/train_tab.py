@@ -16,12 +16,13 @@ from pipeline import job_view, service
 
 from . import status
 from .common import Choice, guarded, records, require_user
+from .step_ui import CHEAP_EVENT
 
 TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
 INTRO = ("Pick a dataset, a model and a preset; edit the hyperparameters (or the YAML). Start queues a job; the "
          "progress below follows it and survives page reloads. CLI: `python -m pipeline jobs submit --preset cpu_demo "
          "--model tiny-smolvlm --data DATASET` then `python -m pipeline jobs watch ID`.")
-JOB_COLUMNS = ["job_id", "status", "position", "run_id", "attempt", "error"]
+JOB_COLUMNS = ["job_id", "status", "position", "run_id", "attempt", "error", "kind"]
 FIELD_LABELS = {"training.method": "method", "training.max_steps": "max steps (-1: use epochs)",
                 "training.epochs": "epochs", "training.batch_size": "batch size", "training.grad_accum": "grad accum",
                 "training.learning_rate": "learning rate", "training.scheduler": "scheduler", "lora.r": "LoRA r",
@@ -244,13 +245,14 @@ def build() -> dict[str, Any]:
         jobs_btn = gr.Button("Refresh jobs")
 
     watch_out = [view_json, progress, stats, loss_plot, lr_plot, log_tail, from_seq]
-    jobs_btn.click(list_jobs, None, jobs, api_name="list_jobs")  # public names first: private duplicates get suffixes
+    # public names first: private duplicates get suffixes
+    jobs_btn.click(list_jobs, None, jobs, api_name="list_jobs", **CHEAP_EVENT)
     config_out = [text, *fields]
     for trigger in (preset.input, model.input):  # user choices only: an imported YAML sets the model itself
         trigger(load_preset, [preset, model], config_out, api_visibility="private")
     gr.on([f.input for f in fields], apply_fields, [text, model, *fields], text, api_visibility="private")
     gr.on([text.change, dataset.change], estimate_memory, [model, preset, text, dataset],
-          [memory_json, memory_md, check_md], api_name="estimate_memory", trigger_mode="always_last")
+          [memory_json, memory_md, check_md], api_name="estimate_memory", trigger_mode="always_last", **CHEAP_EVENT)
     upload.upload(import_yaml, upload, [text, model, *fields], api_visibility="private")
     download_btn.click(export_yaml, [text, model], download, api_visibility="private")
     hidden = status.hidden_button()

@@ -22,6 +22,7 @@ CSS = """
 .status-error { background: #fdecea; color: #8e1f16; border: 1px solid #f2b8b2; }
 .status-note { background: #f4f6f8; color: #3b4754; border: 1px solid #dde3e8; }
 .status-error ul, .status-ok ul { margin: 4px 0 0 18px; }
+.status-running progress { display: block; width: 100%; height: 10px; margin-top: 4px; }
 """
 HEADER = ("# SAM2 VLM Studio\nSAM 2 video annotations → fine-tuned vision-language models. Work through the tabs "
           "left to right; the built-in sample and the tiny offline model are pre-selected, so pressing the buttons "
@@ -50,17 +51,21 @@ def build_ui() -> gr.Blocks:
             quality = quality_tab.build()
             viewer = viewer_tab.build()
             train = train_tab.build()
-            evaluate_tab.build()
+            evaluate = evaluate_tab.build()
             try_tab.build()
             experiments_tab.build()
-            export_tab.build()
+            export = export_tab.build()
         render_hidden()
         everywhere = [quality["dataset"], train["dataset"], viewer["dataset"]]
         data["converted"].success(_datasets, [data["name"], train["dataset"]], everywhere, api_visibility="private")
         quality["split"].success(_datasets, [quality["dataset"], train["dataset"]], everywhere,
                                  api_visibility="private")
-        demo.load(_datasets, None, everywhere, api_visibility="private").then(
+        # step jobs re-attach after a reload: each tab selects what its newest job works on, follows it while it
+        # runs and shows its result from disk; Quality & Split then re-shows everything saved for that dataset
+        demo.load(_datasets, None, everywhere, api_visibility="private").then(**quality["reattach"]).then(
             quality["show_saved"], quality["dataset"], quality["saved_out"], api_visibility="private")
+        for tab in (data, evaluate, export):
+            demo.load(**tab["reattach"])
         demo.load(train_tab.reattach, None, [train["jobs"], train["job_id"], train["from_seq"]],
                   api_visibility="private").then(
             train_tab.initial_form, [train["preset"], train["model"]], train["form_out"],

@@ -34,6 +34,16 @@ def test_build_ui_has_every_named_endpoint() -> None:
     assert ENDPOINTS <= names, ENDPOINTS - names
     watch = next(fn for fn in demo.fns.values() if fn.api_name == "watch_job")
     assert watch.concurrency_limit is None  # a stream per open page must never wait for another
+    groups = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values()
+              if fn.api_visibility == "public"}
+    for name in ("convert", "validate", "evaluate", "export"):  # they only wait on a job: no limit, own group
+        assert groups[name] == ("step-jobs", None), name
+    for name in ("list_jobs", "list_experiments", "estimate_memory"):  # never behind heavy work
+        assert groups[name][0] == "cheap", name
+    assert groups["detect_format"][0] == "detect"
+    clicked = {fn.name for fn in demo.fns.values()
+               if fn.api_visibility == "private" and fn.concurrency_id == "step-jobs"}
+    assert {"convert_stream", "validate_stream", "evaluate_stream", "export_stream", "reattach"} <= clicked, clicked
 
 
 def test_launch_settings_defaults_env_and_auth(monkeypatch: pytest.MonkeyPatch, studio_home: Path) -> None:

@@ -154,7 +154,10 @@ def test_sample_to_trained_model_in_the_browser(page: Any, tmp_path: Path) -> No
     assert bar.get_attribute("data-status") == "succeeded", page.inner_text("#train-progress-box")
     assert bar.get_attribute("data-total") == "4" and steps[-1] == 4
     assert len(set(steps)) >= 2 and steps[-1] == max(steps)  # the bar advanced (and came back after the reload)
-    assert reloaded and page.input_value("#job-id input") == "1"  # the reloaded page re-attached by itself
+    from pipeline import service
+
+    training = max(j["job_id"] for j in service.list_jobs() if j["kind"] == "train")  # conversions are jobs too
+    assert reloaded and page.input_value("#job-id input") == str(training)  # the reloaded page re-attached by itself
     page.wait_for_function("document.querySelector('#jobs-table').innerText.includes('succeeded')")
     assert page.locator("#cancel-job").is_disabled()  # nothing left to cancel
     page.wait_for_selector("#loss-plot .js-plotly-plot")

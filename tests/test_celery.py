@@ -132,12 +132,12 @@ class Fleet:
         self.home, self.procs = home, {}
         self.jobs: Any = None
 
-    def start(self, name: str) -> str:
-        """Start a single-slot worker consuming both queues; returns its node name once it advertises itself."""
+    def start(self, name: str, queues: str = "training,preprocessing") -> str:
+        """Start a single-slot worker (both queues by default); returns its node name once it advertises itself."""
         node = f"{name}@{socket.gethostname()}"
         log = open(self.home / f"{name}.log", "ab")
         self.procs[node] = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "worker", "--queues", "training,preprocessing", "--gpus", "1",
+            [sys.executable, "-m", "pipeline", "worker", "--queues", queues, "--gpus", "1",
              "--name", node, "--loglevel", "warning"], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
@@ -441,7 +441,9 @@ def test_the_app_in_celery_mode_runs_its_jobs_on_the_fleet(fleet: tuple[Any, Fle
         assert (listed[job_id]["status"], listed[job_id]["worker"]) == ("succeeded", running.worker)
         table = client.predict(api_name="/list_jobs")
         assert [job_id, "succeeded"] in [row[:2] for row in table["data"]]
-        assert (done.run_id, "app-on-fleet · succeeded") in [(r, label) for label, r in service.run_choices()]
+        # the app starts it from the quick_test preset: the run is labelled a smoke test
+        assert (done.run_id, "app-on-fleet · succeeded · smoke test") in [(r, label) for label, r in
+                                                                          service.run_choices()]
         cli = subprocess.run([sys.executable, "-m", "pipeline", "jobs", "list", "--json"], capture_output=True,
                              text=True, timeout=300, cwd=ROOT, env=dict(os.environ))
         assert cli.returncode == 0, cli.stderr
@@ -469,3 +471,47 @@ def test_the_app_in_celery_mode_runs_its_jobs_on_the_fleet(fleet: tuple[Any, Fle
     finally:
         demo.close()
         service._BACKENDS.pop((backend.home, "celery"), None)
+
+
+def test_the_app_in_celery_mode_converts_and_validates_on_a_preprocessing_worker(
+        fleet: tuple[Any, Fleet, Path], tmp_path: Path) -> None:
+    """A conversion and a validation started from the app are jobs on the `preprocessing` queue, run by a CPU worker
+    that consumes only that queue (the training workers stop consuming it for this test)."""
+    from gradio_client import Client, handle_file
+
+    from pipeline import service
+    from pipeline.sample import generate_sample
+    from pipeline.steps import read_result
+    from studio_app.launch import serve
+
+    backend, workers, dataset = fleet
+    cpu = workers.start("cpu", queues="preprocessing")
+    trainers = [node for node in workers.procs if node != cpu]
+    control = backend._app().control
+    control.cancel_consumer("preprocessing", destination=trainers, reply=True, timeout=10)
+    demo, url = serve()
+    try:
+        client = Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 300})
+        sample = generate_sample(tmp_path / "session", frames=24, width=64, height=48, export_every=5, seed=1)
+        uploads = [handle_file(str(sample.demo_zips[0])), handle_file(str(sample.demo_videos[0]))]
+        labels = {"headers": ["object id", "label in export", "name"], "data": []}
+        summary = client.predict(uploads, False, "fleet-made", labels, ["grounding"], "tiny-smolvlm", 1, False,
+                                 api_name="/convert")
+        assert summary["dataset"] == "fleet-made" and summary["frames"] > 0
+        report, markdown, plots, files = client.predict(dataset.name, api_name="/validate")
+        assert report["dataset"] == dataset.name and markdown.startswith("# Data quality report") and len(files) == 2
+
+        steps = {job.kind: job for job in backend.list() if job.kind in ("convert", "validate")}
+        for kind, job in steps.items():
+            assert (job.status, job.queue, job.worker) == ("succeeded", "preprocessing", cpu), (kind, job)
+            assert read_result(job.run_dir)["kind"] == kind
+            assert f"on {cpu}" in (Path(job.run_dir) / "train.log").read_text()
+            streamed = [e for _, e in workers.jobs.read_all(job.id) if e.get("event") != "status"]
+            assert {"start", "progress", "end"} <= {e["event"] for e in streamed}  # forwarded through Redis
+        assert (backend.home / "datasets" / "fleet-made" / "dataset.json").is_file()
+        assert (backend.home / "reports" / dataset.name / "report.md").is_file()
+        assert not (backend.home / "scheduler.lock").exists()  # the app ran no job itself
+    finally:
+        demo.close()
+        service._BACKENDS.pop((backend.home, "celery"), None)
+        control.add_consumer("preprocessing", destination=trainers, reply=True, timeout=10)

@@ -9,6 +9,8 @@ HELP = "ingest SAM 2 exports into canonical records and training formats"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the convert options."""
+    parser.add_argument("--submit", action="store_true",
+                        help="queue it as a job (local scheduler, or a `preprocessing` worker) and print its id")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="SAM 2 demo export ZIP / job folder, SA-V *_manual.json or val folder, SAM 2 stream "
                              "JSONL, COCO or YouTube-VIS JSON (several make one dataset)")
@@ -47,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert and print the one-screen summary."""
+    if getattr(args, "submit", False):
+        from ..steps import print_submitted
+
+        return print_submitted("convert", args.raw_argv)
     from ..ingest import convert
     from ..registry import resolve_convention
 

@@ -23,12 +23,15 @@ def _positive(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the `evaluate` verb."""
+    parser.add_argument("--submit", action="store_true",
+                        help="queue it as a job (local scheduler, or a `preprocessing` worker) and print its id")
     parser.add_argument("run", nargs="?", metavar="RUN", help="a run folder written by `train`")
     parser.add_argument("--model", metavar="M", help="instead of RUN: a registry key, Hub id or model folder")
     parser.add_argument("--adapter", metavar="DIR", help="with --model: a LoRA adapter folder")
     parser.add_argument("--convention", metavar="NAME",
                         help="with --model or --endpoint: the coordinate convention of the answers (json, llava, "
-                             "qwen2_vl, ...); default: studio.json, the registry, or the family in config.json")
+                             "qwen2_vl, ...); default: studio.json, the registry, or the family in the folder's "
+                             "config.json")
     parser.add_argument("--data", metavar="DATASET", help="converted dataset (default: the one RUN trained on)")
     parser.add_argument("--split", default="test", help="split to score: test, val or train (default test)")
     parser.add_argument("--limit", type=_positive, metavar="N", help="score a fixed spread of N examples")
@@ -66,6 +69,10 @@ def _print_summary(result: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate RUN or --model (+ --adapter), or compare finished evaluations; print the metric table."""
+    if getattr(args, "submit", False):
+        from ..steps import print_submitted
+
+        return print_submitted("evaluate", args.raw_argv)
     if args.compare:
         if not args.out:
             raise UserError("--compare needs --out DIR")
@@ -80,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.run) == bool(args.model):
         raise UserError("give a RUN folder, --model M or --endpoint URL (one of them)")
     if args.convention and not args.model:
-        raise UserError("--convention goes with --model or --endpoint (a RUN already knows its convention)")
+        raise UserError("--convention goes with --model (a RUN already knows its convention)")
     if args.adapter and not args.model:
         raise UserError("--adapter goes with --model (a RUN already knows its adapter)")
     common = {"split": args.split, "limit": args.limit, "batch_size": args.batch_size, "out": args.out,

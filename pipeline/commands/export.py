@@ -11,6 +11,8 @@ HELP = "export an adapter or merged model with its model card"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the `export` verb."""
+    parser.add_argument("--submit", action="store_true",
+                        help="queue it as a job (local scheduler, or a `preprocessing` worker) and print its id")
     parser.add_argument("run", metavar="RUN", help="run folder written by `python -m pipeline train`")
     parser.add_argument("--mode", choices=["adapter", "merged"], default="adapter",
                         help="adapter: LoRA weights for the base model; merged: one complete model (default adapter)")
@@ -36,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export and print what was written."""
+    if getattr(args, "submit", False):
+        from ..steps import print_submitted
+
+        return print_submitted("export", args.raw_argv)
     from ..export import export_run
 
     result = export_run(args.run, args.out, mode=args.mode, checkpoint=args.checkpoint, dtype=args.dtype,

@@ -86,6 +86,9 @@ def _watch(backend: Any, args: argparse.Namespace) -> int:
                 continue
             if bar is None:
                 bar = tqdm(total=event.get("total_steps"), desc=f"job {args.job_id}", unit="step", file=sys.stderr)
+            if event.get("stage") and event.get("total_steps") != bar.total:  # a step job's next stage (its own bar)
+                bar.reset(total=event.get("total_steps"))
+                bar.set_description(f"job {args.job_id} {event['stage']}", refresh=False)
             bar.n = event["step"]
             if "loss" in event:
                 bar.set_postfix(loss=event["loss"], refresh=False)

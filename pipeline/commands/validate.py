@@ -12,6 +12,8 @@ HELP = "data quality report for an export or a converted dataset"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the validate options (the convert options apply when INPUT is a raw export)."""
+    parser.add_argument("--submit", action="store_true",
+                        help="queue it as a job (local scheduler, or a `preprocessing` worker) and print its id")
     parser.add_argument("input", metavar="INPUT_OR_DATASET",
                         help="a converted dataset folder, or a raw export (same inputs as convert)")
     parser.add_argument("--out", required=True, metavar="DIR", help="report folder to create (report.md, "
@@ -32,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report, print its summary; 1 when the data has errors."""
+    if getattr(args, "submit", False):
+        from ..steps import print_submitted
+
+        return print_submitted("validate", args.raw_argv)
     from ..quality import validate
 
     report = validate(args.input, args.out, video=args.video or None, family=args.family, config=args.config,

@@ -24,7 +24,7 @@ from ..rundir import ProgressTail, file_size, progress_path
 from .launch import CancelEscalation, Resources, decide_status, prepare_run_dir, resume_argv, resume_note, start_process
 from .process import signal_group_after_exit
 from .redis_progress import RedisJobs, heartbeat_ttl_s, key_prefix, redis_url
-from .store import Job
+from .store import STEP_KINDS, Job
 
 TASK_NAME = "studio.run_job"
 QUEUES = ("training", "preprocessing")
@@ -119,7 +119,8 @@ class JobSupervisor:
             return {"job_id": self.job_id, "attempt": self.attempt, "skipped": True}
         if int(job.get("slots") or 1) > len(slots):
             return self._end(job, "failed", None, f"asks for {job['slots']} GPUs, this worker gives {len(slots)}")
-        problem = resources.memory_problem(_as_job(job), slots)
+        # a step job's estimate is host memory, not GPU memory: the worker's slots (STUDIO_STEP_SLOTS) bound them
+        problem = None if job.get("kind") in STEP_KINDS else resources.memory_problem(_as_job(job), slots)
         if problem is not None and problem[1]:  # more than the GPU holds in total: no worker of this kind can run it
             return self._end(job, "failed", None, problem[0])
         try:

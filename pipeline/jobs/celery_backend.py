@@ -22,7 +22,7 @@ from .celery_app import TASK_NAME, make_app, queue_for
 from .launch import plan_resume, write_stop_file
 from .redis_progress import RedisJobs
 from .spec import JobSpec, new_run_id
-from .store import KINDS, TERMINAL, Experiment, Job, open_store, scrub, scrub_argv
+from .store import KINDS, STEP_KINDS, TERMINAL, Experiment, Job, open_store, scrub, scrub_argv
 
 _JOB_FIELDS = {f.name for f in fields(Job)}
 REDIS_PATIENCE_S = 120.0
@@ -110,7 +110,7 @@ class CeleryBackend:
             self.store.add_experiment(Experiment(
                 run_id=run_id, name=name, created_at=time.time(), run_dir=spec.run_dir, config=spec.config,
                 model=spec.model, dataset_fingerprint=spec.dataset_fingerprint, tags=list(spec.tags)))
-        else:
+        elif spec.kind not in STEP_KINDS:  # a step job may name a run (evaluate, export) but needs no row
             self.store.get_experiment(run_id)
         queue = queue_for(spec.kind, spec.slots)
         job_id = self.jobs.create({

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..rundir import clear_stop, log_path, log_tail, newest_checkpoint, request_stop, run_outcome
-from .process import cancel_grace_s, child_env, cpu_slots, signal_group
+from .process import cancel_grace_s, child_env, cpu_slots, signal_group, step_memory_bytes, step_slots
 from .store import RESUMABLE, Job
 
 
@@ -84,6 +84,34 @@ class Resources:
         if self.device != "cuda":
             return {}
         return {"CUDA_VISIBLE_DEVICES": ",".join(self.physical_ids[s] for s in slots)}
+
+
+@dataclass
+class StepLimits:
+    """How many step jobs (convert, validate, evaluate, export) run at once, and within how much memory.
+
+    Step jobs have their own pool beside the training slots, so a validation never waits for a training run; each
+    carries its peak-memory estimate (`mem_bytes`) and they start while the estimates of the running ones plus
+    theirs fit the budget (a job larger than the whole budget runs alone).
+    """
+
+    slots: int
+    memory_bytes: int
+
+    @classmethod
+    def detect(cls) -> StepLimits:
+        """STUDIO_STEP_SLOTS (default half the cores) and STUDIO_STEP_MEMORY_GB (default half the RAM)."""
+        return cls(slots=step_slots(), memory_bytes=step_memory_bytes())
+
+    def refuse(self, job: Job, running: list[Job]) -> str | None:
+        """Why the job must wait for the running step jobs, or None when it may start now."""
+        if len(running) >= self.slots:
+            return f"waiting for a free step slot ({len(running)} of {self.slots} in use)"
+        need, used = job.mem_bytes or 0, sum(r.mem_bytes or 0 for r in running)
+        if running and used + need > self.memory_bytes:
+            return (f"waiting for memory: needs about {need / 2**30:.1f} GiB, {used / 2**30:.1f} of "
+                    f"{self.memory_bytes / 2**30:.1f} GiB in use by step jobs")
+        return None
 
 
 # -- launch ---------------------------------------------------------------------------------------------

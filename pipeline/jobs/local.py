@@ -17,7 +17,7 @@ from .process import process_alive
 from .recovery import recover
 from .scheduler import SchedulerLock, ensure_scheduler, start_scheduler_thread
 from .spec import JobSpec, new_run_id
-from .store import Experiment, Job, JobStore, open_store
+from .store import STEP_KINDS, Experiment, Job, JobStore, open_store
 from .watch import watch as _watch
 
 
@@ -104,7 +104,7 @@ class LocalBackend:
                 run_id=run_id, name=spec.name or run_id, created_at=time.time(), run_dir=spec.run_dir,
                 config=spec.config, model=spec.model, dataset_fingerprint=spec.dataset_fingerprint,
                 tags=list(spec.tags)))
-        else:
+        elif spec.kind not in STEP_KINDS:  # a step job may name a run (evaluate, export) but needs no row
             self.store.get_experiment(run_id)
         job = self.store.add_job(run_id, spec.kind, spec.argv, spec.cwd or os.getcwd(), spec.run_dir,
                                  slots=spec.slots, mem_bytes=spec.mem_bytes)

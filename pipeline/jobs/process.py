@@ -36,6 +36,26 @@ def cpu_slots() -> int:
     return slots
 
 
+def step_slots() -> int:
+    """Step jobs (convert, validate, evaluate, export) at once (STUDIO_STEP_SLOTS, default half the cores, >= 1)."""
+    default = max(1, (os.cpu_count() or 2) // 2)
+    slots = int(_env_float("STUDIO_STEP_SLOTS", default))
+    if slots < 1:
+        raise UserError(f"STUDIO_STEP_SLOTS must be at least 1, got {slots}")
+    return slots
+
+
+def step_memory_bytes() -> int:
+    """Memory the running step jobs may take together (STUDIO_STEP_MEMORY_GB, default half the RAM)."""
+    import psutil
+
+    default = psutil.virtual_memory().total / 2**30 / 2
+    gib = _env_float("STUDIO_STEP_MEMORY_GB", default)
+    if gib <= 0:
+        raise UserError(f"STUDIO_STEP_MEMORY_GB must be positive, got {gib}")
+    return int(gib * 2**30)
+
+
 def boot_id() -> str:
     """The kernel's id of the current boot (a pid from another boot means nothing)."""
     try:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from ..rundir import ProgressTail, file_size, progress_path
 from ..watch import fold_summary
-from .launch import CancelEscalation, Resources, prepare_run_dir, start_process
+from .launch import CancelEscalation, Resources, StepLimits, prepare_run_dir, start_process
 from .process import boot_id, child_env, process_alive, process_started, signal_group_after_exit
 from .recovery import finish, orphan_outcome, recover
-from .store import Job, JobStore
+from .store import STEP_KINDS, Job, JobStore
 
 LOCK_FILE = "scheduler.lock"
 
@@ -66,9 +66,10 @@ class Scheduler:
     """Launches queued jobs in FIFO order within the free slots, supervises and reaps them; call `tick()` often."""
 
     def __init__(self, store: JobStore, home: str | Path, resources: Resources | None = None,
-                 poll: float = 0.5, heartbeat_s: float = 2.0) -> None:
+                 poll: float = 0.5, heartbeat_s: float = 2.0, steps: StepLimits | None = None) -> None:
         self.store, self.home = store, Path(home)
         self.resources = resources or Resources.detect()
+        self.steps = steps or StepLimits.detect()  # step jobs: a pool of their own beside the training slots
         self.poll, self.heartbeat_s = poll, heartbeat_s
         self.me = (os.getpid(), process_started(os.getpid()))
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -152,8 +153,23 @@ class Scheduler:
             self.store.update_experiment(job.run_id, summary=merged)
 
     def _launch(self) -> None:
-        used = {slot for job in self.store.list_jobs(status="running") for slot in job.gpu_ids}
+        running = self.store.list_jobs(status="running")
+        used = {slot for job in running if job.kind not in STEP_KINDS for slot in job.gpu_ids}
+        steps = [job for job in running if job.kind in STEP_KINDS]
+        train_blocked = step_blocked = False  # strict FIFO within each pool: nobody overtakes its head
         for job in self.store.queue():
+            if job.kind in STEP_KINDS:
+                if step_blocked:
+                    continue
+                reason = self.steps.refuse(job, steps)
+                if reason is not None:
+                    self._wait(job, reason)
+                    step_blocked = True
+                elif self._start(job, [], Resources(slots=1)):  # no GPU confinement: evaluate may use them all
+                    steps.append(job)
+                continue
+            if train_blocked:
+                continue
             if job.slots > self.resources.slots:
                 self.store.transition(job.id, "queued", "failed", ended_at=time.time(), error=(
                     f"asks for {job.slots} slots, this machine has {self.resources.slots}"))
@@ -161,7 +177,8 @@ class Scheduler:
             slots = self.resources.allocate(job.slots, used)
             if slots is None:
                 self._wait(job, f"waiting for {job.slots} free slot(s)")
-                return  # strict FIFO: nobody overtakes the head of the queue
+                train_blocked = True
+                continue
             problem = self.resources.memory_problem(job, slots)
             if problem is not None:
                 reason, hopeless = problem
@@ -169,7 +186,8 @@ class Scheduler:
                     self.store.transition(job.id, "queued", "failed", ended_at=time.time(), error=reason)
                     continue
                 self._wait(job, f"waiting for GPU memory: {reason}")
-                return
+                train_blocked = True
+                continue
             if self._start(job, slots):
                 used.update(slots)
 
@@ -177,7 +195,7 @@ class Scheduler:
         if job.queue_reason != reason:
             self.store.update_job(job.id, "queued", queue_reason=reason)
 
-    def _start(self, job: Job, slots: list[int]) -> bool:
+    def _start(self, job: Job, slots: list[int], resources: Resources | None = None) -> bool:
         run_dir = prepare_run_dir(job.run_dir)
         now = time.time()
         started = self.store.transition(
@@ -187,7 +205,7 @@ class Scheduler:
         if started is None:
             return False  # cancelled meanwhile
         try:
-            proc = start_process(started, self.resources, slots, self.home)
+            proc = start_process(started, resources or self.resources, slots, self.home)
         except OSError as exc:
             self.store.transition(job.id, "running", "failed", ended_at=time.time(),
                                   error=f"could not start {started.argv[0]}: {exc}")

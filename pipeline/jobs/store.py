@@ -24,7 +24,9 @@ from ..home import studio_home
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 RESUMABLE = frozenset({"failed", "cancelled", "interrupted"})
-KINDS = ("train", "evaluate", "export")
+KINDS = ("train", "evaluate", "export", "convert", "validate")
+STEP_KINDS = frozenset({"convert", "validate", "evaluate", "export"})  # heavy steps: `python -m pipeline step JOBDIR`
+STANDALONE = frozenset({"convert", "validate"})  # kinds whose jobs belong to no experiment (run_id: the job folder)
 DB_FILE = "studio.db"
 
 # Each entry moves the schema one version up; never edit an entry once released, append a new one.
@@ -48,6 +50,22 @@ MIGRATIONS: list[str] = [
         id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER NOT NULL, at REAL NOT NULL, attempt INTEGER NOT NULL,
         from_status TEXT, to_status TEXT NOT NULL, detail TEXT);
     CREATE INDEX transitions_job ON job_transitions(job_id, id);
+    """,
+    # 2: jobs of a dataset (convert, validate) belong to no experiment: run_id no longer references experiments
+    """
+    CREATE TABLE jobs_v2 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL,
+        kind TEXT NOT NULL, status TEXT NOT NULL, argv TEXT NOT NULL, cwd TEXT NOT NULL, run_dir TEXT NOT NULL,
+        slots INTEGER NOT NULL DEFAULT 1, mem_bytes INTEGER, gpu_ids TEXT NOT NULL DEFAULT '[]',
+        pid INTEGER, pid_started REAL, boot_id TEXT, owner_pid INTEGER, owner_started REAL,
+        attempt INTEGER NOT NULL DEFAULT 1, heartbeat REAL, exit_code INTEGER, error TEXT,
+        cancel_requested REAL, progress_offset INTEGER NOT NULL DEFAULT 0, queue_reason TEXT,
+        created_at REAL NOT NULL, queued_at REAL NOT NULL, started_at REAL, ended_at REAL, updated_at REAL NOT NULL);
+    INSERT INTO jobs_v2 SELECT * FROM jobs;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_v2 RENAME TO jobs;
+    CREATE INDEX jobs_status ON jobs(status, queued_at, id);
+    CREATE INDEX jobs_run ON jobs(run_id);
     """,
 ]
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import UserError
 from .celery_app import QUEUES, log, make_app, worker_queues
+from .process import step_slots
 from .redis_progress import RedisJobs, heartbeat_ttl_s
 
 
@@ -31,6 +32,8 @@ def worker_plan(queues: list[str], gpus: int | None, gpus_per_job: int) -> dict[
     found = detect_gpus()
     device = "cuda" if found else "cpu"
     count = len(found) if gpus is None and found else (gpus if gpus is not None else 1)
+    if gpus is None and not found and queues == ["preprocessing"]:
+        count = step_slots()  # a CPU `preprocessing` worker: STUDIO_STEP_SLOTS step jobs at once (half the cores)
     if count < 1 or gpus_per_job < 1:
         raise UserError(f"--gpus ({count}) and --gpus-per-job ({gpus_per_job}) must be at least 1")
     if found and count > len(found):
