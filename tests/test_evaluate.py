@@ -305,7 +305,8 @@ def test_cli_checkpoint_compare_and_errors(trained: tuple[Path, Path], tmp_path:
     assert "run/checkpoint-2" in text and "run/checkpoint-3" in text
     assert (cmp / "gallery" / "compare.png").is_file() and (cmp / "plots" / "metric_grid.png").is_file()
     capsys.readouterr()
-    for argv, message in [([], "give a RUN folder or --model"), ([str(run), "--split", "nope"], "no nope split"),
+    for argv, message in [([], "give a RUN folder, --model M or --endpoint URL"),
+                          ([str(run), "--split", "nope"], "no nope split"),
                           (["--model", "tiny-smolvlm"], "--model needs --data"),
                           ([str(tmp_path)], "not a run folder"), (["--compare", str(cmp)], "--compare needs --out"),
                           (["--compare", str(cmp), str(tmp_path), "--out", str(tmp_path / "c2")], "not an evaluation")]:
