@@ -1,6 +1,7 @@
 """Vision-language collator: chat-template prompts with images, loss on the answer tokens only.
 
-Each example is `{"image": PIL image or path, "prompt": str, "answer": str, "id": optional}`. The prompt goes through
+Each example is `{"image": PIL image or path, "prompt": str, "answer": str, "id": optional}`, or with `"images"`: a
+list of them (a clip's frames in time order; one image part each, before the prompt). The prompt goes through
 the model's own processor (which expands the image placeholder into the right number of image tokens); the answer
 is tokenised on its own and appended with the template's end-of-turn token, exactly as the model sees it when it
 generates. Token ids always come from the processor/tokenizer.
@@ -25,8 +26,9 @@ def _tokenizer(processor: Any) -> Any:
     return getattr(processor, "tokenizer", processor)
 
 
-def _messages(prompt: str, answer: str | None, image: bool) -> list[dict[str, Any]]:
-    content = ([{"type": "image"}] if image else []) + [{"type": "text", "text": prompt}]
+def _messages(prompt: str, answer: str | None, image: bool | int) -> list[dict[str, Any]]:
+    content: list[dict[str, Any]] = [{"type": "image"} for _ in range(int(image))]
+    content.append({"type": "text", "text": prompt})
     turns = [{"role": "user", "content": content}]
     if answer is not None:
         turns.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
@@ -44,8 +46,9 @@ def is_seq2seq(processor: Any) -> bool:
     return _own_framing(processor) == "Florence2Processor"
 
 
-def render_prompt(processor: Any, prompt: str, image: bool = True) -> str:
-    """The chat-template text of one user turn plus the generation prompt (plain `prompt\\n` without a template).
+def render_prompt(processor: Any, prompt: str, image: bool | int = True) -> str:
+    """The chat-template text of one user turn (`image`: how many image parts) plus the generation prompt (plain
+    `prompt\\n` without a template).
 
     PaliGemma and Florence-2 processors frame the prompt themselves (`<image>...<bos>prefix\\n`,
     `<image><s>prompt</s>`), so they get the bare prompt (PaliGemma's with its `<image>` placeholder in front, as
@@ -163,18 +166,20 @@ class VisionLanguageCollator:
         prompt = example.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise UserError("record has no 'prompt' text", name)
-        return render_prompt(self._template_owner, prompt, image=self.processor is not None)
+        count = len(example_images(example)) if self.processor is not None else 0
+        return render_prompt(self._template_owner, prompt, image=count)
 
     def _encode_prompts(self, examples: list[dict[str, Any]], prompts: list[str], names: list[str]) -> Any:
         kwargs = {**_text_inputs(self.tokenizer, prompts), "padding": True, "return_tensors": "pt"}
         if self.processor is None:
             return self.tokenizer(**kwargs, padding_side="right")
-        images = []
+        per_example = []
         for ex, name in zip(examples, names, strict=True):
-            if ex.get("image") is None:
+            frames = example_images(ex)
+            if not frames or any(f is None for f in frames):
                 raise UserError("record has no 'image'", name)
-            images.append(load_image(ex["image"], name, self.image_root))
-        return self.processor(images=images, padding_side="right", **kwargs)
+            per_example.append([load_image(f, name, self.image_root) for f in frames])
+        return self.processor(images=processor_images(self.processor, per_example), padding_side="right", **kwargs)
 
     @staticmethod
     def _unpad(encoded: Any) -> tuple[list[list[int]], dict[str, list[list[int]]]]:
@@ -246,12 +251,32 @@ class VisionLanguageCollator:
         return {**out, **extra, "input_ids": input_ids, "attention_mask": attention, "labels": labels}
 
 
+def example_images(example: dict[str, Any]) -> list[Any]:
+    """An example's images in order: `images` (a clip's frames) when given, else `[image]`."""
+    frames = example.get("images")
+    if isinstance(frames, list | tuple) and frames:
+        return list(frames)
+    return [example.get("image")]
+
+
+def processor_images(processor: Any, per_example: list[list[Any]]) -> list[Any]:
+    """The `images` argument for a batch: a flat list when every example has one image (as always), else one list
+    per example (Idefics3/SmolVLM, LLaVA-OneVision and Qwen2-VL processors all take nested lists; their image
+    placeholders are filled in order)."""
+    if all(len(frames) == 1 for frames in per_example):
+        return [frames[0] for frames in per_example]
+    return per_example
+
+
 def build_generation_inputs(processor: Any, images: list[Any], prompts: list[str]) -> Any:
-    """Left-padded model inputs for batched greedy generation of answers to `prompts` about `images`."""
-    texts = [render_prompt(processor, p, image=True) for p in prompts]
+    """Left-padded model inputs for batched greedy generation of answers to `prompts` about `images` (one image, or
+    a list of images, per prompt)."""
+    frames = [list(img) if isinstance(img, list | tuple) else [img] for img in images]
+    texts = [render_prompt(processor, p, image=len(f)) for p, f in zip(prompts, frames, strict=True)]
     kwargs = _text_inputs(_tokenizer(processor), texts)
-    pil = [load_image(img, f"image {i}") for i, img in enumerate(images)]
-    return processor(images=pil, padding=True, padding_side="left", return_tensors="pt", **kwargs)
+    pil = [[load_image(img, f"image {i}") for img in group] for i, group in enumerate(frames)]
+    return processor(images=processor_images(processor, pil), padding=True, padding_side="left", return_tensors="pt",
+                     **kwargs)
 
 
 def answer_start(model: Any, inputs: Any) -> int:

@@ -34,6 +34,14 @@ TASKS = ("grounding",)
 SAMPLE_OPTIONS: dict[str, Any] = {"frames": 12, "videos": 256, "width": 64, "height": 64, "export_every": 1,
                                   "objects": 1, "seed": 0}
 SPLIT_OPTIONS: dict[str, Any] = {"strategy": "temporal", "ratios": (0.8, 0.1, 0.1), "seed": 42}
+DEMO_TASKS = ("grounding", "track")
+# demo --task track: fast shapes that leave and re-enter, clips of 3 frames 2 frames apart; the held-out score is
+# the mean IoU on the later frames against copying the given first-frame box (docs/DEMO.md).
+TRACK_SAMPLE: dict[str, Any] = {**SAMPLE_OPTIONS, "frames": 16, "motion": "track"}
+TRACK_CLIPS: dict[str, Any] = {"clip_frames": 3, "clip_stride": 2}
+TRACK_STEPS = 800  # a track example (3 frames, 2 answer lines) costs ~1.7x a grounding one: fewer steps than 1000
+BASELINES = {"grounding": "mean-box baseline (training-split mean box per label)",
+             "track": "copy-the-given-box baseline (the first frame's box answered for every later frame)"}
 EVAL_LIMIT = 200  # held-out examples scored per model (a fixed, seeded subset)
 EVAL_BATCH = 32
 STAGES = ("sample", "convert", "validate", "split", "train", "evaluate", "export")
@@ -63,6 +71,9 @@ class DemoSummary:
     data: dict[str, Any] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    task: str = "grounding"
+    metric: str = "miou"  # the summary's headline metric (track: track_miou, the later frames' mean IoU)
+    baseline: str = BASELINES["grounding"]
     rl: bool = False  # `--rl`: a GRPO stage after SFT; the *_miou below are held-out, on the same examples
     sft_miou: float | None = None
     rl_miou: float | None = None
@@ -91,13 +102,17 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def summary_table(summary: DemoSummary) -> str:
     """Markdown: held-out scores of the fine-tuned model, its untrained base and the mean-box baseline."""
+    track = summary.task == "track"
     rows = [("fine-tuned", f"{summary.model}, {summary.preset}, {summary.steps} steps", "model"),
             ("base", f"{summary.model} before training", "base"),
+            ("copy-the-given-box baseline", "the first frame's box for every later frame", "baseline") if track else
             ("mean-box baseline", "training-split mean box per label", "baseline")]
-    lines = ["| model | what | held-out mIoU | AP50 | parse failures |", "|---|---|---|---|---|"]
+    second, title = ("track_lost_rate", "lost-track rate") if track else ("ap50", "AP50")
+    head = "held-out mIoU (later frames)" if track else "held-out mIoU"
+    lines = [f"| model | what | {head} | {title} | parse failures |", "|---|---|---|---|---|"]
     for name, what, key in rows:
         m = summary.metrics.get(key, {})
-        lines.append(f"| {name} | {what} | {_fmt(m.get('miou'))} | {_fmt(m.get('ap50'))} | "
+        lines.append(f"| {name} | {what} | {_fmt(m.get(summary.metric))} | {_fmt(m.get(second))} | "
                      f"{_fmt(m.get('parse_failure_rate'), 2)} |")
     if summary.rl:
         rl = summary.metrics.get("rl", {})
@@ -107,7 +122,7 @@ def summary_table(summary: DemoSummary) -> str:
     ratio = f"{summary.ratio:.1f}x the baseline" if summary.ratio is not None else "no baseline"
     stages = ", ".join(f"{k} {v:.0f}" for k, v in summary.stage_seconds.items())
     held_out = summary.data.get("held_out", "the test split")
-    lines += ["", f"Held-out: {summary.test_examples} grounding examples from {held_out} "
+    lines += ["", f"Held-out: {summary.test_examples} {summary.task} examples from {held_out} "
               f"({summary.train_examples} training examples). Fine-tuned: {ratio}. Whole demo: "
               f"{summary.seconds:.0f} s wall ({stages})."]
     return "\n".join(lines)
@@ -199,22 +214,31 @@ def _new_folder(out: str | Path | None) -> Path:
 
 def run_demo(out: str | Path | None = None, *, steps: int | None = None, sample: dict[str, Any] | None = None,
              eval_limit: int | None = EVAL_LIMIT, echo: Callable[[str], None] | None = None,
-             progress: bool = True, model: str = MODEL, rl: bool = False,
+             progress: bool = True, model: str = MODEL, task: str = "grounding", rl: bool = False,
              rl_steps: int | None = None) -> DemoSummary:
     """Run every stage into `out` (a new folder, removed again on failure) and write summary.json / summary.md.
 
     `model` is any offline tiny model (registry key); its family's recipe (pipeline/demo_recipes.py) sets the
-    training values that make it learn in the demo's time.
+    training values that make it learn in the demo's time. `task` "track": the video task on a sample whose shapes
+    leave and re-enter, against copying the given box (a model that takes several images per example).
     """
+    from .clips import SINGLE_IMAGE_FAMILIES
     from .demo_recipes import check_demo_model, recipe_sample
 
+    if task not in DEMO_TASKS:
+        raise UserError(f"--task must be one of {', '.join(DEMO_TASKS)} (got {task!r})")
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     spec = check_demo_model(model)
+    if task == "track" and spec.family in SINGLE_IMAGE_FAMILIES:
+        raise UserError(f"--task track shows the model several frames per example, but {spec.key} ({spec.family}) "
+                        "takes one image per example; choose another --model")
     folder = _new_folder(out)
-    summary = DemoSummary(out=str(folder), model=spec.key, convention=spec.convention, rl=rl)
+    summary = DemoSummary(out=str(folder), model=spec.key, convention=spec.convention, task=task,
+                          metric="track_miou" if task == "track" else "miou", baseline=BASELINES[task], rl=rl)
     started = time.monotonic()
+    base_sample = TRACK_SAMPLE if task == "track" else SAMPLE_OPTIONS
     try:
-        options = {**SAMPLE_OPTIONS, **recipe_sample(spec.key), **(sample or {})}
+        options = {**base_sample, **recipe_sample(spec.key), **(sample or {})}
         _run_stages(folder, summary, steps, options, eval_limit, echo, progress, rl_steps)
         summary.seconds = round(time.monotonic() - started, 1)
         _write_summary(folder, summary)
@@ -257,8 +281,10 @@ def _run_stages(folder: Path, summary: DemoSummary, steps: int | None, sample: d
 
     done = _stage(summary, "convert", echo)
     dataset = folder / "dataset"
+    clips = TRACK_CLIPS if summary.task == "track" else {}
     converted = convert(info.demo_zips, dataset, video=info.demo_videos, labels=info.labels_json,
-                        convention=spec.convention, tasks=list(TASKS), progress=progress, family=spec.key)
+                        convention=spec.convention, tasks=[summary.task], progress=progress, family=spec.key,
+                        **clips)
     summary.data.update(frames=converted.frames, objects=converted.objects, labels=converted.labels)
     done(f"{converted.frames} frames, {converted.objects} objects, labels {', '.join(sorted(converted.labels))}")
 
@@ -285,9 +311,11 @@ def _run_stages(folder: Path, summary: DemoSummary, steps: int | None, sample: d
     # a GRPO run is evaluated with its parent (the SFT run) on the same held-out examples
     result = evaluate_run(run, dataset, split="test", limit=eval_limit, batch_size=EVAL_BATCH, out=folder / "eval")
     _take_metrics(summary, result.comparison)
+    what = "held-out mIoU on later frames" if summary.task == "track" else "held-out mIoU"
+    name = "copy-the-given-box" if summary.task == "track" else "mean-box"
     rl_text = f"SFT+GRPO {_fmt(summary.rl_miou)}, " if summary.rl else ""
-    done(f"held-out mIoU {rl_text}fine-tuned {_fmt(summary.finetuned_miou)}, base {_fmt(summary.base_miou)}, "
-         f"mean-box baseline {_fmt(summary.baseline_miou)}")
+    done(f"{what} {rl_text}fine-tuned {_fmt(summary.finetuned_miou)}, base {_fmt(summary.base_miou)}, "
+         f"{name} baseline {_fmt(summary.baseline_miou)}")
 
     done = _stage(summary, "export", echo)
     mode = "merged" if summary.method == "full" else "adapter"
@@ -308,8 +336,11 @@ def _train(folder: Path, summary: DemoSummary, dataset: Path, steps: int | None,
     from .demo_recipes import apply_recipe
 
     cfg = get_preset(PRESET, model=summary.model, data=str(dataset), out=str(run))
-    set_field(cfg, "data.tasks", list(TASKS))
+    set_field(cfg, "data.tasks", [summary.task])
     apply_recipe(cfg, summary.model)
+    if summary.task == "track":  # the best checkpoint is the one that tracks best on validation
+        set_field(cfg, "training.best_metric", "eval_track_miou")
+        set_field(cfg, "training.max_steps", TRACK_STEPS)
     if steps is not None:
         if steps < 1:
             raise UserError(f"--steps must be at least 1 (got {steps})")
@@ -365,17 +396,17 @@ def _studio(run: Path) -> dict[str, Any]:
 
 
 def _take_metrics(summary: DemoSummary, comparison: dict[str, dict[str, Any]]) -> None:
-    keys = ("miou", "ap50", "map", "parse_failure_rate", "n")
+    keys = ("miou", "ap50", "map", "track_miou", "track_lost_rate", "parse_failure_rate", "n")
     summary.metrics = {name: {k: m.get(k) for k in keys if k in m} for name, m in comparison.items()}
     if summary.rl:  # evaluated the GRPO run: "model" is SFT+GRPO, "parent" the SFT run, on the same examples
         summary.metrics["rl"] = summary.metrics.pop("model", {})
         summary.metrics["model"] = summary.metrics.pop("parent", {})
-        summary.rl_miou = summary.metrics["rl"].get("miou")
-        summary.sft_miou = summary.metrics["model"].get("miou")
+        summary.rl_miou = summary.metrics["rl"].get(summary.metric)
+        summary.sft_miou = summary.metrics["model"].get(summary.metric)
         comparison = {**comparison, "model": comparison.get("parent", {})}
-    summary.finetuned_miou = comparison.get("model", {}).get("miou")
-    summary.base_miou = comparison.get("base", {}).get("miou")
-    summary.baseline_miou = comparison.get("baseline", {}).get("miou")
+    summary.finetuned_miou = comparison.get("model", {}).get(summary.metric)
+    summary.base_miou = comparison.get("base", {}).get(summary.metric)
+    summary.baseline_miou = comparison.get("baseline", {}).get(summary.metric)
     summary.test_examples = int(comparison.get("model", {}).get("n") or 0)
 
 

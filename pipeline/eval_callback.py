@@ -38,11 +38,14 @@ class GeometryEvalCallback(TrainerCallback):
     def for_dataset(cls, processor: Any, dataset: str | Path, records: list[FrameRecord], tasks: list[str],
                     convention: str, *, seed: int = 0, label_set: list[str] | None = None, samples: int = 16,
                     every_n_steps: int = 0, batch_size: int = 8, image_cap: int | None = None,
-                    max_pixels: int | None = None) -> GeometryEvalCallback:
-        """The callback over a fixed, seeded spread of `samples` examples of `records` (e.g. the val split)."""
+                    max_pixels: int | None = None, meta: dict[str, Any] | None = None) -> GeometryEvalCallback:
+        """The callback over a fixed, seeded spread of `samples` examples of `records` (e.g. the val split);
+        `meta` (dataset.json) gives the clip options of video tasks."""
+        from .clips import clip_options, video_fps
         from .tasks import build_examples, pick_subset
 
-        examples = build_examples(records, tasks, convention, seed=seed, label_set=label_set, max_pixels=max_pixels)
+        examples = build_examples(records, tasks, convention, seed=seed, label_set=label_set, max_pixels=max_pixels,
+                                  clips=clip_options(meta), fps=video_fps(meta))
         return cls(processor, pick_subset(examples, samples), convention, every_n_steps, batch_size,
                    image_root=dataset, image_cap=image_cap)
 

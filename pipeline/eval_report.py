@@ -16,6 +16,9 @@ TITLES = {"miou": "box mIoU (matched)", "ap50": "box AP@0.5 (COCO)", "map": "box
           "mask_iou": "mask IoU (polygons)", "dice": "mask Dice", "pixel_accuracy": "pixel accuracy",
           "label_accuracy": "referring label accuracy", "count_accuracy": "counting accuracy",
           "count_mae": "counting MAE", "negative_accuracy": "negative ('none') accuracy", "listing_f1": "listing F1",
+          "track_miou": "track mIoU (later frames)", "track_lost_rate": "track lost rate",
+          "visibility_f1": "visibility F1", "unique_accuracy": "count_unique accuracy",
+          "unique_mae": "count_unique MAE",
           "parse_failure_rate": "parse-failure rate"}
 FOLDERS = {"model": "", "base": "base", "baseline": "baseline"}
 

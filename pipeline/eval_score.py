@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from . import clips
+from .clips import VIDEO_TASKS
 from .coords import Convention, ParseError, get_convention
 from .masks import decode_rle, polygon_to_mask
 from .metrics import ConfusionMatrix, DetectionSample, coco_ap, count_scores, mask_scores, matched_iou
@@ -21,8 +23,10 @@ from .records import FrameRecord
 from .tasks import Example
 
 METRIC_KEYS = ("miou", "ap50", "map", "mask_iou", "dice", "pixel_accuracy", "label_accuracy", "count_accuracy",
-               "count_mae", "negative_accuracy", "listing_f1", "parse_failure_rate")
-HIGHER_IS_BETTER = {key: key not in ("count_mae", "parse_failure_rate") for key in METRIC_KEYS}
+               "count_mae", "negative_accuracy", "listing_f1", "track_miou", "track_lost_rate", "visibility_f1",
+               "unique_accuracy", "unique_mae", "parse_failure_rate")
+HIGHER_IS_BETTER = {key: key not in ("count_mae", "track_lost_rate", "unique_mae", "parse_failure_rate")
+                    for key in METRIC_KEYS}
 BOX_TASKS = ("grounding", "negative")
 
 
@@ -93,12 +97,17 @@ def score_answer(example: Example, answer: str, convention: Convention | str) ->
         "image": example.image, "width": example.width, "height": example.height, "prompt": example.prompt,
         "answer": answer, "truth_answer": example.answer, "truth": example.truth, "parsed": None, "parse_ok": True,
         "error": None, "iou": None, "score": 0.0, "count": None}
+    if example.images:
+        row["images"] = list(example.images)
     try:
-        parsed, scores = _SCORERS[example.task](example, answer, conv)
+        if example.task in VIDEO_TASKS:
+            parsed, scores = clips.score(example.task, example.truth, answer, conv, example.width, example.height)
+        else:
+            parsed, scores = _SCORERS[example.task](example, answer, conv)
         row["parsed"] = parsed
     except ParseError as exc:
         row.update(parse_ok=False, error=str(exc)[:300])
-        scores = _failure(example)
+        scores = clips.failure(example.task, example.truth) if example.task in VIDEO_TASKS else _failure(example)
     row.update(scores)
     if example.task == "counting" and row["parsed"]:
         row["count"] = row["parsed"]["count"]
@@ -150,6 +159,7 @@ def _block(rows: list[dict[str, Any]], known: set[str]) -> dict[str, Any]:
         "label_accuracy": _confusion(rows, known).accuracy(), **counted,
         "negative_accuracy": _mean(r["score"] for r in by_task.get("negative", [])),
         "listing_f1": _mean(r["score"] for r in by_task.get("listing", [])),
+        **clips.metrics(rows),
         "parse_failure_rate": (sum(not r["parse_ok"] for r in rows) / len(rows)) if rows else None,
         "n": len(rows),
     }
@@ -178,6 +188,7 @@ class MeanBoxBaseline:
     majority_label: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
     label_set: list[str] = field(default_factory=list)
+    unique_counts: dict[str, int] = field(default_factory=dict)  # count_unique: training mode per label ('' all)
 
     def box(self, label: str | None, width: int, height: int) -> list[float]:
         """The baseline box for a label on a width x height image, in pixels."""
@@ -188,6 +199,8 @@ class MeanBoxBaseline:
         """The answer text the baseline gives to one example, written in the convention."""
         conv = get_convention(convention) if isinstance(convention, str) else convention
         label, w, h = example.truth.get("label"), example.width, example.height
+        if example.task in VIDEO_TASKS:  # copy the given box / always visible / the training mode
+            return clips.baseline_answer(example.task, example.truth, conv, w, h, self.unique_counts)
         if example.task in BOX_TASKS:
             return conv.encode_boxes([(label or "object", self.box(label, w, h))], w, h)
         if example.task == "polygon":

@@ -102,8 +102,10 @@ def build_eval_examples(records: list[FrameRecord], target: Target, meta: dict[s
     tasks = target.tasks or meta.get("tasks") or ["grounding"]
     seed = target.seed if target.seed is not None else int(meta.get("seed") or 0)
     labels = target.labels or label_set(meta)
+    from .clips import clip_options, video_fps
+
     return build_examples(records, list(tasks), target.convention or "json", seed=seed, label_set=labels,
-                          max_pixels=target.max_pixels)
+                          max_pixels=target.max_pixels, clips=clip_options(meta), fps=video_fps(meta))
 
 
 # -- what to evaluate ----------------------------------------------------------------------------------------------
@@ -314,7 +316,7 @@ def evaluate_target(target: Target, dataset: str | Path | None = None, *, split:
     if not examples:
         raise UserError(f"the {split} split has no examples for tasks {', '.join(target.tasks or ['grounding'])}",
                         root)
-    missing = next((ex.image for ex in examples if not (root / ex.image).is_file()), None)
+    missing = next((image for ex in examples for image in ex.frames if not (root / image).is_file()), None)
     if missing:
         raise UserError(f"image {missing} of the dataset is missing", root)
     default = out is None
@@ -330,6 +332,10 @@ def evaluate_target(target: Target, dataset: str | Path | None = None, *, split:
     results = {name: score_answers(examples, texts, target.convention or "json") for name, texts in answers.items()}
     if with_baseline:
         baseline = mean_box_baseline(train)
+        if any(ex.images for ex in examples):  # video tasks: count_unique's baseline is the training mode
+            from .clips import clip_options, unique_count_modes, video_fps
+
+            baseline.unique_counts = unique_count_modes(train, clip_options(meta), video_fps(meta))
         results["baseline"] = score_answers(examples, [baseline.answer(ex, target.convention or "json")
                                                        for ex in examples], target.convention or "json")
     summaries = {name: summarize(rows) for name, rows in results.items()}

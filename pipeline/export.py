@@ -228,18 +228,26 @@ def parity_samples(info: RunInfo, count: int) -> tuple[list[dict[str, Any]], str
     name = next((name for name in ("val", "test", "train") if name in opened.split_names()), None)
     records = [r for r in (opened.split(name) if name else opened.records()) if r.objects][:count]
     labels = info.studio.get("label_map")
+    from .clips import clip_options, video_fps
+
+    meta = opened.meta  # video tasks: the clips training saw
     examples = build_examples(records, list(info.studio.get("tasks") or ["grounding"]), info.spec.convention,
                               seed=int(info.studio.get("seed", 0)), label_set=sorted(labels) if labels else None,
-                              max_pixels=info.config.data.max_pixels)
+                              max_pixels=info.config.data.max_pixels, clips=clip_options(meta), fps=video_fps(meta))
     rows, seen, cap = [], set(), info.config.data.max_image_size
+
+    def capped(path: str, name: str) -> Any:
+        image = load_image(dataset / path, name)
+        if cap and max(image.size) > cap:
+            image.thumbnail((cap, cap))
+        return image
+
     for example in examples:
         if example.record_id in seen:
             continue
         seen.add(example.record_id)
-        image = load_image(dataset / example.image, example.id)
-        if cap and max(image.size) > cap:
-            image.thumbnail((cap, cap))
-        rows.append({"id": example.id, "image": image, "prompt": example.prompt})
+        frames = [capped(path, example.id) for path in example.frames]
+        rows.append({"id": example.id, "image": frames if example.images else frames[0], "prompt": example.prompt})
     return rows, None if rows else "no validation examples with objects"
 
 

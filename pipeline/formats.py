@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_output_dir, atomic_write_text
+from .clips import ClipOptions
 from .errors import UserError
 from .records import FrameRecord
 from .tasks import Example, build_examples
@@ -25,33 +26,36 @@ HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # file name
 
 
 def _human(example: Example) -> str:
-    text = f"{IMAGE_TOKEN}\n{example.prompt}"
-    if text.count(IMAGE_TOKEN) != 1 or IMAGE_TOKEN in example.answer:
+    """The user turn: one `<image>` line per image (a clip's frames in time order), then the prompt."""
+    frames = example.frames
+    text = f"{IMAGE_TOKEN}\n" * len(frames) + example.prompt
+    if text.count(IMAGE_TOKEN) != len(frames) or IMAGE_TOKEN in example.answer:
         raise UserError(f"example {example.id}: the prompt or answer contains {IMAGE_TOKEN}, which would not match "
-                        "its one image (rename the label)")
+                        f"its {len(frames)} image(s) (rename the label)")
     return text
 
 
 def llava_rows(examples: Iterable[Example]) -> list[dict[str, Any]]:
-    """LLaVA list items: id, image, conversations [human '<image>\\n...', gpt]."""
-    return [{"id": ex.id, "image": ex.image, "conversations": [
+    """LLaVA list items: id, image (a list of images for a clip), conversations [human '<image>\\n...', gpt]."""
+    return [{"id": ex.id, "image": ex.images if ex.images else ex.image, "conversations": [
         {"from": "human", "value": _human(ex)}, {"from": "gpt", "value": ex.answer}]} for ex in examples]
 
 
 def sharegpt_rows(examples: Iterable[Example]) -> list[dict[str, Any]]:
-    """LLaMA-Factory sharegpt items: conversations (from/value) and images."""
+    """LLaMA-Factory sharegpt items: conversations (from/value) and images (one `<image>` per image)."""
     return [{"conversations": [{"from": "human", "value": _human(ex)}, {"from": "gpt", "value": ex.answer}],
-             "images": [ex.image]} for ex in examples]
+             "images": ex.frames} for ex in examples]
 
 
 def messages_rows(examples: Iterable[Example]) -> list[dict[str, Any]]:
-    """TRL / transformers chat items: messages with {"type": "image"} parts, and the images list."""
+    """TRL / transformers chat items: messages with one {"type": "image"} part per image, and the images list."""
     rows = []
     for ex in examples:
         _human(ex)
+        parts: list[dict[str, Any]] = [{"type": "image"} for _ in ex.frames]
         rows.append({"id": ex.id, "messages": [
-            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ex.prompt}]},
-            {"role": "assistant", "content": [{"type": "text", "text": ex.answer}]}], "images": [ex.image]})
+            {"role": "user", "content": [*parts, {"type": "text", "text": ex.prompt}]},
+            {"role": "assistant", "content": [{"type": "text", "text": ex.answer}]}], "images": ex.frames})
     return rows
 
 
@@ -68,7 +72,8 @@ def check_image_tokens(rows: list[dict[str, Any]], source: str) -> None:
         tokens = sum(turn["value"].count(IMAGE_TOKEN) for turn in turns)
         if not turns:
             tokens = sum(part.get("type") == "image" for msg in row["messages"] for part in msg["content"])
-        images = len(row["images"]) if "images" in row else 1
+        image = row.get("images", row.get("image"))
+        images = len(image) if isinstance(image, list) else 1
         if tokens != images:
             raise UserError(f"row {row.get('id', '?')}: {tokens} image placeholders for {images} images", source)
 
@@ -81,7 +86,8 @@ def _dump_jsonl(rows: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
-def _hf_features() -> Any:
+def _hf_features(multi: bool = False) -> Any:
+    """The HF columns; with clips (`multi`) also `images`, a sequence of images (a clip's frames in order)."""
     from datasets import Features, Image, Value
 
     text = Value("string")
@@ -89,23 +95,26 @@ def _hf_features() -> Any:
     return Features({
         "id": text, "record_id": text, "task": text, "image": Image(), "prompt": text, "answer": text,
         "width": Value("int32"), "height": Value("int32"), "truth": text,
-        "messages": [{"role": text, "content": [part]}],
+        "messages": [{"role": text, "content": [part]}], **({"images": [Image()]} if multi else {}),
     })
 
 
-def _hf_split(dataset_dir: Path, examples: list[Example]) -> Any:
+def _hf_split(dataset_dir: Path, examples: list[Example], multi: bool = False) -> Any:
     from datasets import Dataset
 
-    columns: dict[str, list[Any]] = {name: [] for name in _hf_features()}
+    columns: dict[str, list[Any]] = {name: [] for name in _hf_features(multi)}
     for ex in examples:
         for name in ("id", "record_id", "task", "prompt", "answer", "width", "height"):
             columns[name].append(getattr(ex, name))
         columns["image"].append(str((dataset_dir / ex.image).resolve()))  # save_to_disk embeds the bytes
         columns["truth"].append(json.dumps(ex.truth))
+        parts: list[dict[str, Any]] = [{"type": "image", "text": None} for _ in ex.frames]
         columns["messages"].append([
-            {"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": ex.prompt}]},
+            {"role": "user", "content": [*parts, {"type": "text", "text": ex.prompt}]},
             {"role": "assistant", "content": [{"type": "text", "text": ex.answer}]}])
-    return Dataset.from_dict(columns, features=_hf_features())
+        if multi:
+            columns["images"].append([str((dataset_dir / image).resolve()) for image in ex.frames])
+    return Dataset.from_dict(columns, features=_hf_features(multi))
 
 
 _EXAMPLES_PER_SHARD = 100
@@ -115,7 +124,8 @@ def write_hf(dataset_dir: Path, split_examples: dict[str, list[Example]]) -> Pat
     """DatasetDict (Image column, bytes embedded) saved under dataset_dir/hf, replacing an older one whole."""
     from datasets import DatasetDict
 
-    dataset = DatasetDict({name: _hf_split(dataset_dir, exs) for name, exs in split_examples.items()})
+    multi = any(ex.images for exs in split_examples.values() for ex in exs)
+    dataset = DatasetDict({name: _hf_split(dataset_dir, exs, multi) for name, exs in split_examples.items()})
     # Small shards keep the peak memory of embedding image bytes flat as datasets grow; an empty split still needs
     # one shard, or it does not load back.
     shards = {name: max(1, -(-len(split) // _EXAMPLES_PER_SHARD)) for name, split in dataset.items()}
@@ -154,15 +164,19 @@ def _normalise_splits(splits: dict[str, list[FrameRecord]]) -> dict[str, list[Fr
 
 
 def write_training_formats(dataset_dir: str | Path, splits: dict[str, list[FrameRecord]], *, convention: str,
-                           tasks: list[str], seed: int = 0, max_pixels: int | None = None) -> dict[str, list[Path]]:
+                           tasks: list[str], seed: int = 0, max_pixels: int | None = None,
+                           clips: ClipOptions | None = None, fps: dict[str, float] | None = None
+                           ) -> dict[str, list[Path]]:
     """Write LLaVA, sharegpt (+ dataset_info.json), messages JSONL and hf/ for {"all": records} or train/val/test;
-    `max_pixels` is the Qwen image cap the answers of pixel-grid conventions are written for (dataset.json's)."""
+    `max_pixels` is the Qwen image cap the answers of pixel-grid conventions are written for (dataset.json's); video
+    tasks cut clips inside each split, so a clip never straddles two."""
     dataset_dir = Path(dataset_dir)
     splits = _normalise_splits(splits)
     every = [record for records in splits.values() for record in records]
     _check_images(dataset_dir, every)
     label_set = sorted({label for record in every for label in record.labels})
-    examples = {name: build_examples(records, tasks, convention, seed=seed, label_set=label_set, max_pixels=max_pixels)
+    examples = {name: build_examples(records, tasks, convention, seed=seed, label_set=label_set, max_pixels=max_pixels,
+                                     clips=clips, fps=fps)
                 for name, records in splits.items()}
 
     layout = {"all": ("llava.json", "sharegpt.json", "messages.jsonl")}

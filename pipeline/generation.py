@@ -20,12 +20,16 @@ def token_budget(processor: Any, answers: list[str]) -> int:
 
 
 def _frame(example: Example, root: Path | None, cap: int | None) -> Any:
+    """The example's image, or its list of images (a clip's frames), capped as in training."""
     from .collate import load_image
 
-    image = load_image(example.image, example.id, root)
-    if cap and max(image.size) > cap:
-        image.thumbnail((cap, cap))  # as training's RowDataset: the model saw frames at this size
-    return image
+    def capped(path: str) -> Any:
+        image = load_image(path, example.id, root)
+        if cap and max(image.size) > cap:
+            image.thumbnail((cap, cap))  # as training's RowDataset: the model saw frames at this size
+        return image
+
+    return [capped(path) for path in example.images] if example.images else capped(example.image)
 
 
 def _to_device(inputs: Any, model: Any) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def default_prompt(studio: dict[str, Any]) -> str:
     templates = studio.get("prompt_templates") or {}
     phrases = templates.get("grounding") or next(iter(templates.values()), None) or ["Find every {label} in the image."]
     labels = sorted(studio.get("label_map") or {}) or ["object"]
-    return phrases[0].format(label=labels[0], region="[0, 0, 10, 10]", where="")
+    return phrases[0].format(label=labels[0], region="[0, 0, 10, 10]", where="", k=4)
 
 
 def predict(loaded: LoadedExport, image: Any, prompt: str, max_new_tokens: int = 256) -> dict[str, Any]:

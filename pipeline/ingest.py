@@ -36,6 +36,7 @@ class ConvertSummary:
     files: list[str] = field(default_factory=list)
     issues: int = 0
     warnings: list[str] = field(default_factory=list)
+    fragments: int | None = None  # --drop-fragments: masks corrected
 
     def text(self) -> str:
         """The one-screen summary the CLI prints."""
@@ -45,6 +46,9 @@ class ConvertSummary:
         if len(self.labels) > 20:
             lines.append(f"    ... {len(self.labels) - 20} more labels")
         lines.append("  files: " + ", ".join(self.files))
+        if self.fragments is not None:
+            lines.append(f"  --drop-fragments: {self.fragments} mask(s) lost detached specks (dataset.json "
+                         "\"mask_fragments\")")
         if self.issues:
             lines.append(f"  {self.issues} data issue(s) recorded in dataset.json (see `python -m pipeline validate`)")
         lines += [f"  warning: {w}" for w in self.warnings[:8]]
@@ -68,10 +72,15 @@ def convert(inputs: str | Path | Sequence[str | Path], out: str | Path, *,
             convention: str = "json", tasks: Sequence[str] = ("grounding",), every: int = 1,
             max_frames: int | None = None, allow_overlay_frames: bool = False, include_auto: bool = False,
             seed: int = 0, progress: bool = False, overwrite: bool = False, family: str | None = None,
-            ) -> ConvertSummary:
+            drop_fragments: bool = False, keep_share: float | None = None, clip_frames: int = 4,
+            clip_stride: int | None = None) -> ConvertSummary:
     """Convert one or more exports into one dataset folder `out` (nothing is left behind on error)."""
     paths = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
     _check_arguments(paths, every, max_frames, convention, tasks)
+    fragments = _fragment_share(drop_fragments, keep_share)
+    from .clips import check_clip_options
+
+    clips = check_clip_options(clip_frames, clip_stride)
     options = ReadOptions(videos=tuple(Path(v) for v in _as_list(video)), images=Path(images) if images else None,
                           labels=labels if isinstance(labels, dict) else load_labels(labels) if labels else None,
                           allow_overlay_frames=allow_overlay_frames, include_auto=include_auto,
@@ -87,11 +96,26 @@ def convert(inputs: str | Path | Sequence[str | Path], out: str | Path, *,
         log.warnings += [f"--video {v} matched no input (name it like the video the export refers to)"
                          for v in options.videos if v not in used]
         with atomic_output_dir(out, overwrite=overwrite) as tmp:
-            writer = _Writer(tmp, log, progress)
+            writer = _Writer(tmp, log, progress, fragments)
+            writer.clips = clips
             writer.run(sources, every, max_frames)
             summary = writer.finish(sources, Path(out).expanduser().resolve(), convention, list(tasks), seed,
                                     family or convention)
     return summary
+
+
+def _fragment_share(drop: bool, keep_share: float | None) -> float | None:
+    """The --keep-share of --drop-fragments (None: masks are kept as they are)."""
+    if keep_share is not None and not drop:
+        raise UserError("--keep-share only applies with --drop-fragments")
+    if not drop:
+        return None
+    from .fragments import DEFAULT_KEEP_SHARE
+
+    share = DEFAULT_KEEP_SHARE if keep_share is None else keep_share
+    if not 0 < share < 1:
+        raise UserError(f"--keep-share must be between 0 and 1 (got {share})")
+    return float(share)
 
 
 def _check_out(out: Path, reads: list[Path], overwrite: bool) -> None:
@@ -133,8 +157,11 @@ def _check_arguments(inputs: list[Path], every: int, max_frames: int | None, con
 class _Writer:
     """Streams frames of every source to images/ and records.jsonl, counting as it goes."""
 
-    def __init__(self, out: Path, log: IssueLog, progress: bool) -> None:
+    def __init__(self, out: Path, log: IssueLog, progress: bool, keep_share: float | None = None) -> None:
         self.out, self.log, self.progress = out, log, progress
+        self.keep_share = keep_share  # --drop-fragments: pieces below this share of a mask's area are removed
+        self.fragments: list[dict[str, Any]] = []
+        self.clips: Any = None  # ClipOptions of the video tasks (track, visibility, count_unique)
         self.labels: Counter[str] = Counter()
         self.frames = self.objects = 0
         self.videos: dict[str, dict[str, Any]] = {}
@@ -185,6 +212,11 @@ class _Writer:
             src.issue("missing_frame", "error", f"{problem}; frame skipped", video_id=video_id,
                       frame_index=frame.frame_index)
             return False
+        if self.keep_share is not None:
+            from .fragments import drop_fragments
+
+            self.fragments += [{"video_id": video_id, "frame_index": frame.frame_index, **change}
+                               for change in drop_fragments(frame.objects, self.keep_share)]
         record = FrameRecord(id=f"{video_id}:{frame.frame_index:06d}", source=src.format, video_id=video_id,
                              frame_index=frame.frame_index, image=rel, width=frame.width, height=frame.height,
                              objects=frame.objects)
@@ -224,18 +256,28 @@ class _Writer:
                 "objects": self.objects, "labels": dict(sorted(self.labels.items())), "family": family,
                 "convention": convention, "tasks": tasks, "seed": seed, "max_pixels": QWEN_MAX_PIXELS,
                 "videos": list(self.videos.values()), "warnings": warnings, "issues": self.log.issues}
+        from .clips import uses_clips
+
+        if uses_clips(tasks) and self.clips is not None:
+            meta["clips"] = self.clips.to_dict()
+        if self.keep_share is not None:
+            from .fragments import correction_summary
+
+            meta["mask_fragments"] = correction_summary(self.fragments, self.keep_share)
         write_meta(self.out, meta)
         files = sorted(p.name + ("/" if p.is_dir() else "") for p in self.out.iterdir())
         return ConvertSummary(out=out, frames=self.frames, objects=self.objects, labels=dict(self.labels),
-                              videos=list(self.videos), files=files, issues=len(self.log.issues), warnings=warnings)
+                              videos=list(self.videos), files=files, issues=len(self.log.issues), warnings=warnings,
+                              fragments=len(self.fragments) if self.keep_share is not None else None)
 
     def _training_formats(self, convention: str, tasks: list[str], seed: int) -> None:
         from .formats import write_training_formats
 
         records: list[FrameRecord] = read_records(records_path(self.out))
         with _datasets_bars(self.progress):
+            fps = {vid: float(v["fps"]) for vid, v in self.videos.items() if v.get("fps")}
             write_training_formats(self.out, {"all": records}, convention=convention, tasks=tasks, seed=seed,
-                                   max_pixels=QWEN_MAX_PIXELS)
+                                   max_pixels=QWEN_MAX_PIXELS, clips=self.clips, fps=fps)
 
 
 @contextmanager

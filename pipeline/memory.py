@@ -163,9 +163,11 @@ def estimate_memory(spec: Any, *, method: str = "lora", batch_size: int = 1,
                     seq_len: int = 512, image_size: int | None = None, gradient_checkpointing: bool = False,
                     precision: str = "bf16", weight_dtype: str | None = None, lora_r: int = 16,
                     lora_targets: list[str] | str | None = None, modules_to_save: list[str] | None = None,
-                    lora_dropout: float = 0.05, device: str = "cuda", tied_embeddings: bool = False) -> MemoryEstimate:
+                    lora_dropout: float = 0.05, device: str = "cuda", tied_embeddings: bool = False,
+                    images_per_example: int = 1) -> MemoryEstimate:
     """Peak training memory of one rank from a ModelSpec plus the run's shape (`image_size`: the longest image
-    side, None: the largest image the processor makes, see `image_tokens`)."""
+    side, None: the largest image the processor makes, see `image_tokens`; video tasks: `images_per_example` frames
+    per example go through the vision tower)."""
     act_bytes = 4 if precision == "fp32" else 2
     weight_dtype = weight_dtype or ("float32" if method == "full" or precision == "fp32" else "bfloat16")
     weight_bytes = DTYPE_BYTES[weight_dtype]
@@ -183,7 +185,8 @@ def estimate_memory(spec: Any, *, method: str = "lora", batch_size: int = 1,
     parts["activations"] = _activations(spec, tokens, act_bytes, gradient_checkpointing, lora_inputs)
     parts["logits"] = tokens * spec.vocab_size * (act_bytes + 8)  # logits + fp32 upcast + fp32 softmax for backward
     trained = adapts_vision(spec, method, lora_targets)
-    parts["vision"] = _vision(spec, batch_size, image_size, act_bytes, gradient_checkpointing, trained)
+    parts["vision"] = _vision(spec, batch_size * max(1, images_per_example), image_size, act_bytes,
+                              gradient_checkpointing, trained)
     if device == "cuda":
         parts["fragmentation"] = int(FRAGMENTATION * sum(parts.values()))
         parts["cuda_context"] = CUDA_CONTEXT

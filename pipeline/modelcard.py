@@ -22,7 +22,9 @@ HF_LICENSES = {"apache-2.0", "mit", "llama2", "llama3", "llama3.1", "gemma", "cc
                "openrail", "bsd-3-clause", "other"}
 METRICS = {"miou": "mean box IoU", "ap50": "AP@0.5", "map": "mAP@[.5:.95]", "mask_iou": "mask IoU", "dice": "Dice",
            "label_accuracy": "label accuracy", "count_accuracy": "count accuracy",
-           "parse_failure_rate": "unparseable answers"}
+           "track_miou": "track mIoU (later frames)", "track_lost_rate": "track lost rate",
+           "visibility_f1": "visibility F1", "unique_accuracy": "count_unique accuracy",
+           "unique_mae": "count_unique MAE", "parse_failure_rate": "unparseable answers"}
 METHODS = {"lora": "LoRA", "qlora": "QLoRA (4-bit base)", "full": "full fine-tuning", "grpo": "GRPO refinement"}
 CONVENTION_TEXT = {
     "json": "compact JSON `[{\"label\": ..., \"box\": [x1, y1, x2, y2]}]`, integers 0-100 relative to the image.",
@@ -115,8 +117,11 @@ def evaluations(run: Path) -> list[dict[str, Any]]:
         after = _read_json(path)
         if after is None:
             continue
+        video = any(_num(after.get(k)) for k in ("track_miou", "visibility_f1", "unique_accuracy"))
+        baseline = "baseline (mean box; track: copy the given box, visibility: always visible, count_unique: " \
+                   "training mode)" if video else "mean-box baseline"
         candidates = [(title, _read_json(path.parent / folder / "metrics.json") or after.get(folder))
-                      for title, folder in (("base model", "base"), ("mean-box baseline", "baseline"),
+                      for title, folder in (("base model", "base"), (baseline, "baseline"),
                                             ("parent run (before GRPO)", "parent"))]
         columns: list[tuple[str, dict[str, Any]]] = [(t, m) for t, m in candidates if isinstance(m, dict)]
         refined = any(title.startswith("parent") for title, _ in columns)
@@ -244,7 +249,7 @@ def card_context(info: Any, studio: dict[str, Any], *, model_ref: str, parity: d
     templates = studio.get("prompt_templates") or {}
     first = next(iter(templates.values()), ["Find every {label} in the image."])
     example_prompt = (first[0] if first else "Detect {label}.").format(label=labels[0] if labels else "object",
-                                                                      region="[x1, y1, x2, y2]", where="")
+                                                                      region="[x1, y1, x2, y2]", where="", k=4)
     hardware, timing = hardware_and_time(events)
     license_id, _ = hub_license(spec.license)
     rev = studio.get("base_revision")

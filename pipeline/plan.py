@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .clips import config_checks
 from .config import (
     TrainConfig,
     config_from_dict,
@@ -209,9 +210,21 @@ def capped_spec(cfg: TrainConfig) -> ModelSpec:
     return with_image_cap(get_spec(cfg.model.name), cfg.data.max_pixels)
 
 
+def _dataset_meta(cfg: TrainConfig) -> dict[str, Any]:
+    """The meta of cfg.data.path when it is a readable dataset, else {} (the clip options need it leniently)."""
+    if not cfg.data.path or not is_dataset(Path(cfg.data.path).expanduser()):
+        return {}
+    try:
+        return open_dataset(Path(cfg.data.path).expanduser()).meta
+    except UserError:
+        return {}
+
+
 def memory_estimate(cfg: TrainConfig, hardware: Hardware | None = None) -> MemoryEstimate:
-    """Peak training memory of one rank for this config on `hardware` (detected when None)."""
+    """Peak training memory of one rank for this config on `hardware` (detected when None); video tasks put every
+    frame of a clip through the vision tower."""
     spec = capped_spec(cfg)
+    _, images = config_checks(cfg.data.tasks, _dataset_meta(cfg), spec)
     hw = planning_hardware(cfg, hardware or detect_hardware())
     modules = spec.modules_to_save if cfg.lora.modules_to_save == "registry" else (cfg.lora.modules_to_save or [])
     method = weights_method(cfg)
@@ -220,7 +233,7 @@ def memory_estimate(cfg: TrainConfig, hardware: Hardware | None = None) -> Memor
         image_size=cfg.data.max_image_size, gradient_checkpointing=cfg.training.gradient_checkpointing,
         precision=resolve_precision(cfg, hw), weight_dtype=resolve_weight_dtype(cfg, hw), lora_r=cfg.lora.r,
         lora_targets=cfg.lora.target_modules, modules_to_save=list(modules), lora_dropout=cfg.lora.dropout,
-        device=resolve_device(cfg, hw))
+        device=resolve_device(cfg, hw), images_per_example=images)
     if cfg.training.method == "grpo":
         from .memory import add_grpo_memory
 
@@ -294,7 +307,7 @@ def check(cfg: TrainConfig, hardware: Hardware | None = None) -> ConfigPlan:
     if plan.errors:  # the estimates below assume sane numbers
         return plan
     plan.memory = memory_estimate(cfg, hw)
-    for errors, warnings in (_hardware_checks(cfg, spec, hw), _token_checks(cfg, spec), _memory_checks(plan)):
+    for errors, warnings in (_hardware_checks(cfg, spec, hw), _token_checks(cfg, spec, plan), _memory_checks(plan)):
         plan.errors += errors
         plan.warnings += warnings
     return plan
@@ -407,11 +420,17 @@ def _memory_checks(plan: ConfigPlan) -> tuple[list[str], list[str]]:
     return [], []
 
 
-def _token_checks(cfg: TrainConfig, spec: ModelSpec) -> tuple[list[str], list[str]]:
+def _token_checks(cfg: TrainConfig, spec: ModelSpec, plan: ConfigPlan) -> tuple[list[str], list[str]]:
+    # video tasks: K frames per example, for a family that takes several images
+    errors, images = config_checks(cfg.data.tasks, plan.dataset.meta if plan.dataset else {}, spec)
+    if errors:
+        return errors, []
     side = cfg.data.max_image_size
-    tokens = image_tokens(spec, side)
+    tokens = image_tokens(spec, side) * images
     room = cfg.data.max_length - tokens
     image = f"one {side}x{side} image" if side else "one full-size image"
+    if images > 1:
+        image = f"{images} {side}x{side} images (a clip)" if side else f"{images} full-size images (a clip)"
     if room <= 0:
         return [f"data.max_length: {cfg.data.max_length} cannot hold the {tokens} image tokens of {image} "
                 "(raise it or cap data.max_image_size)"], []

@@ -31,6 +31,7 @@ DEFAULT_CONFIG: dict[str, dict[str, Any]] = {
     "bbox_out_of_bounds": {"severity": "error", "min_mask_iou": 0.8, "tolerance_px": 2},
     "empty_mask": {"severity": "error"},
     "tiny_mask": {"severity": "warning", "min_area_px": 32, "min_area_fraction": 0.0001},
+    "mask_fragments": {"severity": "warning", "max_share": 0.05, "min_box_growth": 0.05},
     "class_imbalance": {"severity": "warning", "max_ratio": 10.0},
     "unlabeled_objects": {"severity": "warning", "pattern": r"(?i)^((object|obj)[ _-]?)?\d+$|^(unknown|unlabell?ed)?$"},
     "label_near_duplicates": {"severity": "warning"},
@@ -214,6 +215,23 @@ def tiny_mask(ctx: Context, cfg: dict[str, Any]) -> Iterator[Finding]:
                   "export resolution if the objects really are that small.", details)
 
 
+@rule("mask_fragments")
+def mask_fragments(ctx: Context, cfg: dict[str, Any]) -> Iterator[Finding]:
+    """Masks with detached specks (below `max_share` of the area) that widen the object's box."""
+    from .fragments import fragment_problem
+
+    details, records = [], []
+    for ri, _, _, obj, _ in ctx.ok_objects():
+        problem = fragment_problem(obj, cfg["max_share"], cfg["min_box_growth"])
+        if problem:
+            records.append(ctx.rid(ri))
+            details.append(f"{ctx.rid(ri)}: {obj.label} #{obj.object_id}: {problem}")
+    if records:
+        yield hit(f"{_plural(len(details), 'mask')} with detached specks that widen the box", records,
+                  "Reconvert with --drop-fragments (keeps the main region and pieces above --keep-share of the "
+                  "area, recomputes box and area), or remove the specks in SAM 2 with a negative click.", details)
+
+
 # ---------------------------------------------------------------- labels
 
 
@@ -383,12 +401,16 @@ def image_token_budget(ctx: Context, cfg: dict[str, Any]) -> Iterator[Finding]:
                   "Pass --family/--model with a registry key, e.g. smolvlm-256m or qwen2-vl-2b.", [str(exc)], "info")
         return
     max_length = cfg["max_length"] or getattr(spec, "max_length", None) or 2048
-    tokens_for = {size: spec.vision_tokens(*size) for size in {(r.width, r.height) for r in ctx.records
-                                                               if r.width > 0 and r.height > 0}}
+    from .clips import images_per_example
+
+    frames = images_per_example(ctx.meta.get("tasks") or [], ctx.meta)  # a clip's K frames all take tokens
+    tokens_for = {size: frames * spec.vision_tokens(*size) for size in {(r.width, r.height) for r in ctx.records
+                                                                        if r.width > 0 and r.height > 0}}
     over = [(ri, tokens_for[(r.width, r.height)] + cfg["prompt_tokens"] + cfg["tokens_per_object"] * len(r.objects))
             for ri, r in enumerate(ctx.records) if (r.width, r.height) in tokens_for]
     over = [(ri, total) for ri, total in over if total > max_length]
-    sizes = ", ".join(f"{w}x{h}: {n} vision tokens" for (w, h), n in sorted(tokens_for.items()))
+    per = "" if frames == 1 else f" per clip of {frames} frames"
+    sizes = ", ".join(f"{w}x{h}: {n} vision tokens{per}" for (w, h), n in sorted(tokens_for.items()))
     if over:
         yield hit(f"{_plural(len(over), 'frame')} need more than max_length {max_length} tokens for {spec.key} "
                   f"({sizes})", [ctx.rid(ri) for ri, _ in over],

@@ -119,7 +119,9 @@ def split_dataset(dataset_dir: str | Path, strategy: str = "temporal", ratios: A
         if guard is not None:
             notes.append(f"--guard applies to the temporal strategy only; ignored for {strategy}")
             guard = None
-        units = _units(len(records), groups)
+        from .clips import clip_groups
+
+        units = _units(len(records), clip_groups(records, meta, groups))
         pick = _stratified if strategy == "stratified" else _random
         assign = _expand(units, pick(units, records, ratios, random.Random(seed)), len(records))
         _video_note(records, assign, notes)
@@ -375,9 +377,11 @@ def _write(root: Path, records: list[FrameRecord], result: SplitResult, meta: di
     from .formats import write_training_formats
 
     by_split = {s: [r for r in records if result.assignment[r.id] == s] for s in SPLITS}
+    from .clips import clip_options, video_fps
+
     write_training_formats(root, by_split, convention=meta.get("convention") or "json",
                            tasks=list(meta.get("tasks") or ["grounding"]), seed=int(meta.get("seed") or 0),
-                           max_pixels=meta.get("max_pixels"))
+                           max_pixels=meta.get("max_pixels"), clips=clip_options(meta), fps=video_fps(meta))
     for split, chosen in by_split.items():
         text = "".join(json.dumps(r.to_dict(), separators=(",", ":")) + "\n" for r in chosen)
         path = split_path(root, split)

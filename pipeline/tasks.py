@@ -11,6 +11,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .clips import BUILDERS as CLIP_BUILDERS
+from .clips import PHRASES as CLIP_PHRASES
+from .clips import VIDEO_TASKS, ClipOptions, build_clips
 from .coords import Convention, get_convention
 from .errors import UserError
 from .masks import decode_rle, mask_to_polygon
@@ -48,7 +51,9 @@ PHRASES: dict[str, list[str]] = {
     ],
 }
 PHRASES["negative"] = PHRASES["grounding"]  # a negative asks the grounding question about an absent label
-TASKS = ("grounding", "referring", "counting", "listing", "polygon", "negative")
+PHRASES.update(CLIP_PHRASES)
+FRAME_TASKS = ("grounding", "referring", "counting", "listing", "polygon", "negative")
+TASKS = (*FRAME_TASKS, "track", "visibility", "count_unique")  # the last three: clips of K frames (clips.py)
 
 
 @dataclass
@@ -64,9 +69,15 @@ class Example:
     width: int
     height: int
     truth: dict[str, Any] = field(default_factory=dict)
+    images: list[str] = field(default_factory=list)  # a clip's frames in time order (video tasks); else empty
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def frames(self) -> list[str]:
+        """Every image of the example, in order: a clip's frames, else the one image."""
+        return list(self.images) if self.images else [self.image]
 
 
 @dataclass
@@ -146,9 +157,11 @@ _BUILDERS: dict[str, Callable[[_Ctx], Iterable[tuple[str, str, dict[str, Any]]]]
 
 def build_examples(records: Iterable[FrameRecord], tasks: list[str], convention: str, seed: int = 0,
                    label_set: list[str] | None = None, polygon_points: int = POLYGON_POINTS,
-                   max_pixels: int | None = None) -> list[Example]:
+                   max_pixels: int | None = None, clips: ClipOptions | None = None,
+                   fps: dict[str, float] | None = None) -> list[Example]:
     """Instruction-answer pairs for every record and task, answers written in `convention` (a pixel-grid convention
-    such as qwen2_5_vl on the grid of the Qwen image cap `max_pixels`; None: registry.QWEN_MAX_PIXELS)."""
+    such as qwen2_5_vl on the grid of the Qwen image cap `max_pixels`; None: registry.QWEN_MAX_PIXELS); video tasks
+    take clips of `clips.frames` records of one video (`fps`: video id -> fps, for the default stride)."""
     unknown = [task for task in tasks if task not in TASKS]
     if unknown:
         raise UserError(f"unknown task(s) {', '.join(unknown)} (choose from {', '.join(TASKS)})")
@@ -158,14 +171,28 @@ def build_examples(records: Iterable[FrameRecord], tasks: list[str], convention:
         conv = get_convention(convention, max_pixels=max_pixels)
     labels = sorted(set(label_set) if label_set is not None else {lab for rec in records for lab in rec.labels})
     examples: list[Example] = []
+    for task in [t for t in tasks if t in VIDEO_TASKS]:
+        examples += _clip_examples(records, task, conv, seed, clips or ClipOptions(), fps)
     for record in records:
-        for task in tasks:
+        for task in [t for t in tasks if t not in VIDEO_TASKS]:
             rng = random.Random(f"{seed}:{record.id}:{task}")  # str seeds hash the same in every process
             ctx = _Ctx(record, conv, rng, labels, polygon_points)
             for index, (prompt, answer, truth) in enumerate(_BUILDERS[task](ctx)):
                 examples.append(Example(f"{record.id}-{task}-{index}", record.id, task, record.image, prompt,
                                         answer, record.width, record.height, truth))
     return examples
+
+
+def _clip_examples(records: list[FrameRecord], task: str, conv: Convention, seed: int, options: ClipOptions,
+                   fps: dict[str, float] | None) -> list[Example]:
+    out = []
+    for clip in build_clips(records, options, fps):
+        first = clip.records[0]
+        rng = random.Random(f"{seed}:{clip.id}:{task}")
+        for index, made in enumerate(CLIP_BUILDERS[task](clip, conv, rng)):
+            out.append(Example(f"{clip.id}-{task}-{index}", first.id, task, first.image, made.prompt, made.answer,
+                               first.width, first.height, made.truth, [r.image for r in clip.records]))
+    return out
 
 
 def label_set(meta: dict[str, Any]) -> list[str] | None:

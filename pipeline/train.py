@@ -94,14 +94,17 @@ def _first_error(errors: list[str], where: str | None = None) -> UserError:
 
 def _rows(records: list[FrameRecord], dataset: Path, tasks: list[str], spec: Any, meta: dict[str, Any],
           limit: int | None, max_pixels: int | None = None) -> list[dict[str, Any]]:
+    from .clips import clip_options, video_fps
     from .tasks import build_examples, label_set
 
     examples = build_examples(records, tasks, spec.convention, seed=int(meta.get("seed", 0)),
-                              label_set=label_set(meta), max_pixels=max_pixels)
-    for image in {ex.image for ex in examples}:
+                              label_set=label_set(meta), max_pixels=max_pixels, clips=clip_options(meta),
+                              fps=video_fps(meta))
+    for image in {image for ex in examples for image in ex.frames}:
         if not (dataset / image).is_file():
             raise UserError(f"image {image} of the dataset is missing", dataset)
-    rows = [{"id": ex.id, "image": str(dataset / ex.image), "prompt": ex.prompt, "answer": ex.answer}
+    rows = [{"id": ex.id, "image": str(dataset / ex.image), "prompt": ex.prompt, "answer": ex.answer,
+             **({"images": [str(dataset / image) for image in ex.images]} if ex.images else {})}
             for ex in examples]
     if not limit or limit >= len(rows):
         return rows
@@ -172,10 +175,16 @@ class RowDataset:
             return row
         from .collate import load_image
 
-        image = load_image(row["image"], row["id"])
-        if max(image.size) > self.cap:
-            image.thumbnail((self.cap, self.cap))
-        return {**row, "image": image}
+        def capped(path: Any) -> Any:
+            image = load_image(path, row["id"])
+            if max(image.size) > self.cap:
+                image.thumbnail((self.cap, self.cap))
+            return image
+
+        if row.get("images"):  # a clip: every frame capped alike
+            frames = [capped(path) for path in row["images"]]
+            return {**row, "image": frames[0], "images": frames}
+        return {**row, "image": capped(row["image"])}
 
 
 def _trainer_class() -> type:
@@ -276,7 +285,8 @@ def _geometry_callback(cfg: TrainConfig, plan: Plan, processor: Any) -> Any:
     return GeometryEvalCallback.for_dataset(
         processor, plan.dataset, plan.val_records, plan.tasks, plan.spec.convention,
         seed=int(plan.meta.get("seed", 0)), label_set=label_set(plan.meta), samples=cfg.training.geometry_eval_samples,
-        batch_size=cfg.training.batch_size, image_cap=cfg.data.max_image_size, max_pixels=cfg.data.max_pixels)
+        batch_size=cfg.training.batch_size, image_cap=cfg.data.max_image_size, max_pixels=cfg.data.max_pixels,
+        meta=plan.meta)
 
 
 def _callbacks(cfg: TrainConfig, plan: Plan, writer: Any, world: int, processor: Any) -> dict[str, Any]:

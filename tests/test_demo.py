@@ -129,7 +129,7 @@ def test_bad_sample_option_leaves_nothing_behind(tmp_path):
 def test_cli_help_lists_the_options():
     text = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--help"], capture_output=True, text=True,
                           check=True).stdout
-    for option in ("--out", "--model", "--steps", "--frames", "--videos", "--eval-limit"):
+    for option in ("--out", "--model", "--task", "--steps", "--frames", "--videos", "--eval-limit"):
         assert option in text
 
 
@@ -146,3 +146,23 @@ def test_demo_runs_on_another_family_in_its_convention(tmp_path):
     with pytest.raises(UserError, match="unknown demo model 'tiny-nope'.*tiny-paligemma"):
         run_demo(tmp_path / "other", model="tiny-nope")
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.slow
+def test_short_track_demo_names_its_baseline(tmp_path: Path) -> None:
+    """demo --task track end to end, shortened: clips of 3 frames, scored on later frames against the copied box."""
+    out = tmp_path / "track"
+    summary = run_demo(out, steps=2, sample={"frames": 16, "videos": 4}, eval_limit=4, echo=lambda line: None,
+                       progress=False, task="track")
+    data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert data["task"] == "track" and data["metric"] == "track_miou" and "copy-the-given-box" in data["baseline"]
+    assert data["baseline_miou"] == data["metrics"]["baseline"]["track_miou"] and data["steps"] == 2
+    assert 0.0 <= data["baseline_miou"] < 0.5  # the shapes move fast: the first box rarely fits later frames
+    rows = [json.loads(line) for line in (Path(data["evaluation"]) / "predictions.jsonl").read_text().splitlines()]
+    assert rows and all(r["task"] == "track" and len(r["images"]) == 3 for r in rows)
+    assert "copy-the-given-box baseline" in summary.table()
+    with pytest.raises(UserError, match="--task"):
+        run_demo(tmp_path / "bad", task="polygon")
+    with pytest.raises(UserError, match="tiny-florence2 .florence2. takes one image per example"):
+        run_demo(tmp_path / "single", task="track", model="tiny-florence2")  # refused before anything is made
+    assert not (tmp_path / "single").exists()

@@ -134,6 +134,9 @@ def build_planted(root: Path) -> tuple[Path, dict[str, set[str]]]:
     b.frame("defects", 35, [])  # an annotated frame without objects
     small = b.frame("defects", 40, [(_obj(108, "car", ok), RED)])
     Image.open(root / small.image).resize((100, 80)).save(root / small.image)
+    speck = ok.copy()
+    speck[80:82, 120:122] = 1  # 4 stray pixels far from the car: the box grows from [50, 30, 80, 50] to x 122, y 82
+    b.frame("defects", 45, [(_obj(109, "car", speck), RED)])
     b.frame("rare", 0, [(_obj(200, "bicycle", ok), RED)])
     b.frame("labels", 0, [(_obj(201, "Car ", ok), RED)])
     b.frame("labels", 5, [(_obj(202, "object_7", ok), RED)])
@@ -157,6 +160,7 @@ def build_planted(root: Path) -> tuple[Path, dict[str, set[str]]]:
         "mask_size_mismatch": {"defects:000010", "defects:000040"},
         "empty_mask": {"defects:000015"},
         "tiny_mask": {"defects:000020"},
+        "mask_fragments": {"defects:000045"},
         "bbox_out_of_bounds": {"defects:000025", "defects:000030"},
         "duplicate_frames": {"v1:000000", "dup:000000", "v1:000005", "dup:000005"},
         "class_imbalance": {"rare:000000", "labels:000000", "labels:000005"},

@@ -1,4 +1,5 @@
-"""`python -m pipeline demo [--out DIR] [--model KEY] [--steps N]`: the whole offline pipeline on generated data."""
+"""`python -m pipeline demo [--out DIR] [--model KEY] [--task grounding|track] [--steps N]`: the whole offline
+pipeline on generated data."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ HELP = "the whole offline pipeline end to end on generated data"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the `demo` verb."""
-    from ..demo import EVAL_LIMIT, MODEL, PRESET, SAMPLE_OPTIONS
+    from ..demo import DEMO_TASKS, EVAL_LIMIT, MODEL, PRESET, SAMPLE_OPTIONS
     from ..tiny import TINY_MODELS
 
     parser.add_argument("--model", default=MODEL, metavar="KEY",
@@ -21,8 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="new (or empty) folder for every artifact (default: STUDIO_HOME/demos/demo-<time>)")
     parser.add_argument("--steps", type=int, metavar="N",
                         help=f"training steps (default: the {PRESET} preset's max_steps)")
-    parser.add_argument("--frames", type=int, default=SAMPLE_OPTIONS["frames"], metavar="N",
-                        help=f"frames per generated video (default {SAMPLE_OPTIONS['frames']})")
+    parser.add_argument("--task", choices=DEMO_TASKS, default="grounding",
+                        help="grounding (default), or track: clips of 3 frames of shapes that leave and re-enter, "
+                             "scored against copying the given first-frame box")
+    parser.add_argument("--frames", type=int, default=None, metavar="N",
+                        help=f"frames per generated video (default {SAMPLE_OPTIONS['frames']}; 16 with --task track)")
     parser.add_argument("--videos", type=int, default=SAMPLE_OPTIONS["videos"], metavar="K",
                         help=f"generated SAM 2 demo sessions, one video each (default {SAMPLE_OPTIONS['videos']})")
     parser.add_argument("--rl", action="store_true",
@@ -40,9 +44,10 @@ def run(args: argparse.Namespace) -> int:
     if args.eval_limit < 0:
         raise UserError(f"--eval-limit must be 0 (all) or more (got {args.eval_limit})")
     quiet_library_bars()
-    summary = run_demo(args.out, steps=args.steps, sample={"frames": args.frames, "videos": args.videos},
-                       eval_limit=args.eval_limit or None, progress=sys.stderr.isatty(), model=args.model,
-                       rl=args.rl, rl_steps=args.rl_steps)
+    sample = {"videos": args.videos, **({"frames": args.frames} if args.frames is not None else {})}
+    summary = run_demo(args.out, steps=args.steps, sample=sample, eval_limit=args.eval_limit or None,
+                       progress=sys.stderr.isatty(), model=args.model, task=args.task, rl=args.rl,
+                       rl_steps=args.rl_steps)
     print(summary.table())
     print()
     for name in ("summary", "report", "run", "evaluation", "export", "export_zip"):

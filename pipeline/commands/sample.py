@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     parser.add_argument("--objects", type=int, default=None, metavar="N",
                         help="at most N shapes per video, 1 to 4 (default: 2 to 4 at random; 1 draws a circle only)")
+    parser.add_argument("--motion", choices=("cross", "track"), default="cross",
+                        help="cross (default): shapes fly in and cross; track: fast shapes that leave and re-enter "
+                             "(the data of demo --task track)")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -39,6 +42,6 @@ def run(args: argparse.Namespace) -> int:
     width, height = parse_size(args.size)
     info = generate_sample(args.out, frames=args.frames, videos=args.videos, width=width, height=height,
                            export_every=args.every, seed=args.seed, objects=args.objects,
-                           progress=True)
+                           progress=True, motion=args.motion)
     print(info.summary())
     return 0

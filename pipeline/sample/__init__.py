@@ -21,7 +21,7 @@ from ..atomic import atomic_output_dir
 from ..errors import UserError
 from .demo_zip import write_demo
 from .other_formats import write_coco, write_sav, write_stream
-from .scene import COCO_STEP, FPS, LABELS, SEG_KINDS, make_scene
+from .scene import COCO_STEP, FPS, LABELS, MOTIONS, SEG_KINDS, make_scene
 
 __all__ = ["LABELS", "MAX_VIDEOS", "SampleInfo", "generate_sample"]
 _ROLES = {"demo": 1, "sav": 2, "coco": 3, "stream": 4, "names": 5}
@@ -56,15 +56,18 @@ class SampleInfo:
 
 def generate_sample(out_dir: str | Path, *, frames: int = 72, videos: int = 1, width: int = 320, height: int = 180,
                     export_every: int = 5, seed: int = 0, objects: int | None = None,
-                    progress: bool = False) -> SampleInfo:
+                    progress: bool = False, motion: str = "cross") -> SampleInfo:
     """Write the synthetic SAM 2 session in every input format (+ truth) into `out_dir`, atomically.
 
-    `objects` caps the shapes per video (1: a circle only; default: 2-4 at random, the first two crossing).
+    `objects` caps the shapes per video (1: a circle only; default: 2-4 at random, the first two crossing). `motion`
+    "track" makes the shapes fast, leaving and re-entering (for the track task); the default sample is unchanged.
     """
     _check_arguments(frames, videos, width, height, export_every, seed)
     if objects is not None and not 1 <= objects <= len(LABELS):
         raise UserError(f"objects per video must be between 1 and {len(LABELS)} (got {objects})")
-    scenes = {role: [make_scene(width, height, frames, _rng(seed, role, k), objects) for k in range(count)]
+    if motion not in MOTIONS:
+        raise UserError(f"motion must be one of {', '.join(MOTIONS)} (got {motion!r})")
+    scenes = {role: [make_scene(width, height, frames, _rng(seed, role, k), objects, motion) for k in range(count)]
               for role, count in (("demo", videos), ("sav", 1), ("coco", 1), ("stream", 1))}
     names = _rng(seed, "names", 0)
     total = frames * (videos + 2) + len(range(0, frames, COCO_STEP))
@@ -78,7 +81,7 @@ def generate_sample(out_dir: str | Path, *, frames: int = 72, videos: int = 1, w
         labels = {str(i): LABELS[i] for i in range(used)}
         generator = {"tool": "sam2-vlm-studio sample", "seed": seed, "frames": frames, "videos": videos,
                      "width": width, "height": height, "fps": FPS, "export_every": export_every,
-                     **({"objects": objects} if objects else {})}
+                     **({"objects": objects} if objects else {}), **({"motion": motion} if motion != "cross" else {})}
         truth = {"generator": generator,
                  "labels": labels, "sam2_demo_zip": demo, "sav": sav, "coco": coco, "sam2_stream": stream}
         (tmp / "labels.json").write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")

@@ -59,10 +59,18 @@ class Frame:
 # ---------------------------------------------------------------- scenes
 
 
-def make_scene(width: int, height: int, frames: int, rng: np.random.Generator, objects: int | None = None) -> Scene:
-    """2-4 shapes (at most `objects`) entering from the edges; shapes 0 and 1 cross mid-way, one occluding."""
+MOTIONS = ("cross", "track")  # the default scene, and fast shapes that leave and re-enter (the track demo)
+
+
+def make_scene(width: int, height: int, frames: int, rng: np.random.Generator, objects: int | None = None,
+               motion: str = "cross") -> Scene:
+    """2-4 shapes (at most `objects`) entering from the edges; shapes 0 and 1 cross mid-way, one occluding.
+    motion "track": each shape starts inside the frame and moves fast in its own direction, leaving one side and
+    re-entering the other, so its box a few frames later is far from where it started."""
     count = int(rng.integers(2, len(LABELS) + 1))
     count = min(count, objects) if objects else count
+    if motion == "track":
+        return _track_scene(width, height, frames, rng, count)
     radii = rng.uniform(0.11, 0.17, count) * min(width, height)
     lead = max(1, frames // 12)  # the first frames are empty: every shape is still outside
     meet = max(lead + 2, min(frames // 2, lead + 40))
@@ -84,6 +92,22 @@ def make_scene(width: int, height: int, frames: int, rng: np.random.Generator, o
             velocity = (target - entry) / np.linalg.norm(target - entry) * speed
         shapes.append(Shape(i, PALETTE[colours[i]], float(radii[i]), entry, velocity, start,
                              float(rng.uniform(0, np.pi)), float(rng.uniform(-0.06, 0.06)), int(depths[i])))
+    return Scene(width, height, frames, _background(width, height, rng), shapes)
+
+
+def _track_scene(width: int, height: int, frames: int, rng: np.random.Generator, count: int) -> Scene:
+    """Shapes from frame 0 at random places, 7-11% of the frame side per frame in random directions (wrapping)."""
+    radii = rng.uniform(0.11, 0.17, count) * min(width, height)
+    colours = rng.choice(len(PALETTE), count, replace=False)
+    depths = rng.permutation(count)
+    shapes = []
+    for i in range(count):
+        start = rng.uniform([0.2 * width, 0.2 * height], [0.8 * width, 0.8 * height])
+        heading = rng.uniform(0, 2 * np.pi)
+        speed = rng.uniform(0.07, 0.11) * min(width, height)
+        velocity = np.array([np.cos(heading), np.sin(heading)]) * speed
+        shapes.append(Shape(i, PALETTE[colours[i]], float(radii[i]), start, velocity, 0,
+                            float(rng.uniform(0, np.pi)), float(rng.uniform(-0.06, 0.06)), int(depths[i])))
     return Scene(width, height, frames, _background(width, height, rng), shapes)
 
 
