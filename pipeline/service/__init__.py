@@ -14,6 +14,7 @@ gallery.py. This package re-exports what the handlers call.
 from __future__ import annotations
 
 from ..gallery import PALETTE, draw_objects  # noqa: F401
+from ..home import home_dir, studio_home  # noqa: F401
 from ..uploads import (  # noqa: F401
     SAMPLE_NAME,
     SAMPLE_OPTIONS,
