@@ -294,7 +294,8 @@ def test_training_that_dies_on_its_first_step_is_failed_with_its_error(tmp_path:
     assert failed.status == "failed" and failed.exit_code == 2
     assert re.search(r"cannot read image \S+/images/vid/\d{6}\.jpg", failed.error) and "\n" not in failed.error
     run = Path(failed.run_dir)
-    assert [e["event"] for e in events(run)] == ["start", "error", "end"]
+    # the frames are read when the text is tokenized, before the loop: the run may end before its start event
+    assert [e["event"] for e in events(run)] in (["start", "error", "end"], ["error", "end"])
     assert not list(run.glob("checkpoint-*")) and not (run / "adapter").exists()
 
 
