@@ -12,16 +12,15 @@ reference policy is TRL's frozen copy of it), a full fine-tune loads its own wei
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig, eval_steps, weights_method
+from .config import TrainConfig, weights_method
 from .errors import UserError
 from .generation import token_budget
 from .hardware import Hardware, detect_hardware
 from .models import apply_image_cap
-from .plan import resolve_device, resolve_precision, resolve_weight_dtype
+from .plan import resolve_weight_dtype
 from .rewards import GeometryReward, RewardWeights
 from .rundir import best_checkpoint, final_output
 from .tasks import Example
@@ -114,23 +113,12 @@ def grpo_arguments(cfg: TrainConfig, run: Path, hw: Hardware, has_eval: bool, co
     """GRPOConfig for the config: the same schedule, checkpoint and evaluation settings as supervised training."""
     from trl import GRPOConfig
 
-    t, g, device, precision = cfg.training, cfg.grpo, resolve_device(cfg, hw), resolve_precision(cfg, hw)
-    every = eval_steps(cfg) if has_eval else 0
-    _, world = dist_info()
+    from .train import schedule_arguments
+
+    g = cfg.grpo
     return GRPOConfig(
-        output_dir=str(run), max_steps=t.max_steps, num_train_epochs=t.epochs,
-        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum, learning_rate=t.learning_rate, weight_decay=t.weight_decay,
-        warmup_steps=t.warmup_ratio, lr_scheduler_type=t.scheduler, max_grad_norm=t.max_grad_norm,
-        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu",
+        **schedule_arguments(cfg, run, hw, has_eval),
         gradient_checkpointing=False,  # build_policy applies training.gradient_checkpointing itself
-        logging_strategy="steps", logging_steps=t.logging_steps, logging_first_step=True,
-        save_strategy="steps", save_steps=t.save_steps, save_total_limit=None,
-        eval_strategy="steps" if every else "no", eval_steps=every or None,
-        remove_unused_columns=False, report_to="none", seed=t.seed, data_seed=t.seed,
-        dataloader_num_workers=cfg.hardware.num_workers, dataloader_pin_memory=device == "cuda",
-        disable_tqdm=not sys.stderr.isatty(), ddp_backend="gloo" if device == "cpu" and world > 1 else None,
-        log_level="info", log_level_replica="warning",
         num_generations=g.num_generations, max_completion_length=completion_tokens, temperature=g.temperature,
         top_k=g.top_k or 0, beta=g.beta, epsilon=g.epsilon, num_iterations=g.num_iterations, loss_type=g.loss_type,
         scale_rewards=g.scale_rewards, log_completions=False, disable_dropout=True,

@@ -85,21 +85,28 @@ def _server_message(response: Any) -> str:
     return str(data.get("error", ""))[:200] if isinstance(data, dict) else ""
 
 
-def push_to_hub(export_dir: str | Path, repo_id: str, token: str, private: bool = True,
-                endpoint: str | None = None, commit_message: str | None = None) -> str:
-    """Create `repo_id` (private by default) and upload the export folder; returns the repo URL."""
-    from huggingface_hub import HfApi, constants
-
+def checked_push(folder: Path, repo_id: str, token: Any, what: str) -> tuple[str, str]:
+    """(repo_id, token) once both are valid and the folder holds no secret; UserError naming the problem otherwise."""
     from .leaks import find_leaks
 
-    folder = check_export_folder(export_dir)
     repo_id = check_repo_id(repo_id)
     if not isinstance(token, str) or not token.strip():
         raise UserError(f"push to {repo_id} refused: empty token (pass a write token explicitly)")
     token = token.strip()
     leaks = find_leaks(folder, secrets=[token])
     if leaks:
-        raise UserError(f"push to {repo_id} refused: {leaks[0]} (fix the export before publishing)", folder)
+        raise UserError(f"push to {repo_id} refused: {leaks[0]} (fix the {what} before publishing)", folder)
+    return repo_id, token
+
+
+def push_to_hub(export_dir: str | Path, repo_id: str, token: str, private: bool = True,
+                endpoint: str | None = None, commit_message: str | None = None) -> str:
+    """Create `repo_id` (private by default) and upload the export folder; returns the repo URL."""
+    from huggingface_hub import HfApi, constants
+
+
+    folder = check_export_folder(export_dir)
+    repo_id, token = checked_push(folder, repo_id, token, "export")
     endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
     api = HfApi(endpoint=endpoint, token=token)
     try:

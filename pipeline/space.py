@@ -139,17 +139,10 @@ def push_space(folder: str | Path, repo_id: str, token: str, private: bool = Tru
     """Create the Space `repo_id` (Gradio SDK, private by default) and upload the folder; returns its URL."""
     from huggingface_hub import HfApi, constants
 
-    from .hub import _failure, check_repo_id
-    from .leaks import find_leaks
+    from .hub import _failure, checked_push
 
     path = check_space_folder(folder)
-    repo_id = check_repo_id(repo_id)
-    if not isinstance(token, str) or not token.strip():
-        raise UserError(f"push to {repo_id} refused: empty token (pass a write token explicitly)")
-    token = token.strip()
-    leaks = find_leaks(path, secrets=[token])
-    if leaks:
-        raise UserError(f"push to {repo_id} refused: {leaks[0]} (fix the Space before publishing)", path)
+    repo_id, token = checked_push(path, repo_id, token, "Space")
     endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
     api = HfApi(endpoint=endpoint, token=token)
     try:

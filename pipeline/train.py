@@ -203,14 +203,12 @@ def _trainer_class() -> type:
     return StudioTrainer
 
 
-def training_arguments(cfg: TrainConfig, run: Path, hw: Hardware, has_eval: bool) -> Any:
-    """TrainingArguments for the config (reporting is ours: progress.jsonl + TensorBoard callbacks)."""
-    from transformers import TrainingArguments
-
+def schedule_arguments(cfg: TrainConfig, run: Path, hw: Hardware, has_eval: bool) -> dict[str, Any]:
+    """The arguments supervised training and GRPO share: schedule, precision, checkpoints, evaluation, logging."""
     t, device, precision = cfg.training, resolve_device(cfg, hw), resolve_precision(cfg, hw)
     every = eval_steps(cfg) if has_eval else 0
     _, world = dist_info()
-    return TrainingArguments(
+    return dict(
         output_dir=str(run), max_steps=t.max_steps, num_train_epochs=t.epochs,
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum, learning_rate=t.learning_rate, weight_decay=t.weight_decay,
@@ -218,12 +216,20 @@ def training_arguments(cfg: TrainConfig, run: Path, hw: Hardware, has_eval: bool
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu",
         logging_strategy="steps", logging_steps=t.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=t.save_steps, save_total_limit=None,
-        eval_strategy="steps" if every else "no", eval_steps=every or None, prediction_loss_only=True,
-        label_names=["labels"], remove_unused_columns=False, report_to="none", seed=t.seed, data_seed=t.seed,
+        eval_strategy="steps" if every else "no", eval_steps=every or None,
+        remove_unused_columns=False, report_to="none", seed=t.seed, data_seed=t.seed,
         dataloader_num_workers=cfg.hardware.num_workers, dataloader_pin_memory=device == "cuda",
         disable_tqdm=not sys.stderr.isatty(), ddp_backend="gloo" if device == "cpu" and world > 1 else None,
         log_level="info", log_level_replica="warning",
     )
+
+
+def training_arguments(cfg: TrainConfig, run: Path, hw: Hardware, has_eval: bool) -> Any:
+    """TrainingArguments for the config (reporting is ours: progress.jsonl + TensorBoard callbacks)."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(**schedule_arguments(cfg, run, hw, has_eval), prediction_loss_only=True,
+                             label_names=["labels"])
 
 
 # -- run folder -------------------------------------------------------------------------------------------------
