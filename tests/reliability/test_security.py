@@ -123,7 +123,9 @@ def test_token_never_appears_in_logs_database_runs_exports_or_errors(pushed: dic
     message, _ = pushed["refused"]["foreign"]
     assert message.startswith("push to bob/elsewhere failed:") and hub.user_token not in message
     assert _holding(hub.user_token, live_app.root) == []
-    assert Path(exported["zip"]).is_file() and _holding(hub.user_token, Path(exported["zip"])) == []
+    archive = live_app.home / "exports" / exported["zip"]  # the API names the zip; it lies beside the export
+    assert Path(exported["zip"]).name == exported["zip"] and archive.is_file()
+    assert _holding(hub.user_token, archive) == []
     assert not any(hub.user_token.encode() in data for data in hub.repos["alice/studio-reliability"].files.values())
 
 
