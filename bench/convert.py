@@ -101,10 +101,10 @@ def first_frames(jsonl: Path, count: int, target: Path) -> Path:
 
 def same_output(pipeline_out: Path, baseline_out: Path) -> bool:
     """Both produced the same frames and the same boxes."""
-    from pipeline.records import read_records
+    from pipeline.dataset import open_dataset
 
     boxes = {int(k): v for k, v in json.loads((baseline_out / "boxes.json").read_text()).items()}
-    records = read_records(pipeline_out)
+    records = open_dataset(pipeline_out).records()
     mine = {r.frame_index: [[o.object_id, o.bbox] for o in r.objects] for r in records}
     images = sorted(p.name for p in (baseline_out / "images").iterdir())
     return mine == boxes and images == sorted(f"{r.frame_index:06d}.jpg" for r in records)

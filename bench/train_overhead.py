@@ -178,13 +178,13 @@ def main() -> int:
         import transformers
 
         data = make_dataset(root / "data")
-        from pipeline.records import read_records
+        from pipeline.dataset import open_dataset
         from pipeline.registry import get_spec
         from pipeline.tasks import build_examples
 
         spec = get_spec(args.model)
         rows = [{"id": ex.id, "image": str(data / ex.image), "prompt": ex.prompt, "answer": ex.answer}
-                for ex in build_examples(read_records(data), ["grounding"], spec.convention, seed=0)]
+                for ex in build_examples(open_dataset(data).records(), ["grounding"], spec.convention, seed=0)]
         sides = ["raw", "pipeline"] + ([f"pipeline-w{args.workers}"] if args.workers else [])
         results: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
         for n in range(rounds + 1):  # round 0 warms up both sides (lazy imports, tiny model build)
