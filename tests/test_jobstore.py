@@ -163,3 +163,16 @@ def test_experiment_ids_can_be_shortened_to_a_unique_prefix(tmp_path: Path) -> N
         store.find_experiment("20250101")
     with pytest.raises(UserError, match="no experiment"):
         store.find_experiment("1999")
+
+
+def test_a_duplicate_run_id_is_a_clear_error_and_new_ids_do_not_clash(tmp_path: Path) -> None:
+    """Run ids carry 8 random hex digits: 2,000 made in the same second are all distinct; a clash is a UserError."""
+    from pipeline.jobs.spec import new_run_id
+
+    store = make_store(tmp_path)
+    add_run(store, "20250101-120000-ab12cd34")
+    with pytest.raises(UserError, match="run id '20250101-120000-ab12cd34' already exists"):
+        add_run(store, "20250101-120000-ab12cd34")
+    assert len(store.list_experiments()) == 1
+    ids = [new_run_id() for _ in range(2000)]
+    assert len(set(ids)) == 2000 and all(len(i.rsplit("-", 1)[1]) == 8 for i in ids)

@@ -263,8 +263,12 @@ class JobStore:
         data = {k: _encode(k, v) for k, v in exp.to_dict().items()}
         data["updated_at"] = time.time()
         cols = ", ".join(data)
-        with self.write() as conn:
-            conn.execute(f"INSERT INTO experiments ({cols}) VALUES ({', '.join('?' * len(data))})", list(data.values()))
+        try:
+            with self.write() as conn:
+                conn.execute(f"INSERT INTO experiments ({cols}) VALUES ({', '.join('?' * len(data))})",
+                             list(data.values()))
+        except sqlite3.IntegrityError as exc:
+            raise UserError(f"an experiment with run id {exp.run_id!r} already exists") from exc
         return self.get_experiment(exp.run_id)
 
     def get_experiment(self, run_id: str) -> Experiment:
