@@ -50,6 +50,7 @@ class Target:
     step: int | None = None
     notes: list[str] = field(default_factory=list)
     parent_run: str | None = None  # a GRPO run's parent run: evaluated beside it on the same examples
+    system: str | None = None  # a system prompt written before every prompt (a folder trained elsewhere)
 
 
 @dataclass
@@ -188,12 +189,27 @@ def _folder_convention(model: str, dataset: str | Path | None) -> tuple[str | No
     return spec.convention, note
 
 
+def _folder_system(model: str, system: str | None) -> tuple[str | None, list[str]]:
+    """(system prompt, notes): `system` when given ('' for none), else what a folder trained elsewhere used."""
+    from .peer_folders import folder_system_prompt
+
+    if system is not None:
+        return system or None, []
+    folder = Path(model).expanduser()
+    if not folder.is_dir() or rundir.studio_path(folder).is_file():
+        return None, []
+    found, note = folder_system_prompt(folder, _read_json(folder / "config.json"))
+    return found, [note] if note else []
+
+
 def model_target(model: str, adapter: str | Path | None = None, base: str | None = None,
-                 convention: str | None = None, dataset: str | Path | None = None) -> Target:
+                 convention: str | None = None, dataset: str | Path | None = None,
+                 system: str | None = None) -> Target:
     """A Target for a model key / Hub id / folder, with an optional adapter; studio.json beside it is honoured.
 
     A folder trained elsewhere (no studio.json, e.g. LLaMA-Factory's output) is scored with the convention of its
-    family, read from config.json (`model_type`, architectures); `convention` overrides every source.
+    family, read from config.json (`model_type`, architectures), and with the system prompt it trained with
+    (pipeline.peer_folders); `convention` and `system` ('' for none) override.
     """
     from .coords import CONVENTIONS
     from .models import find_spec
@@ -222,12 +238,15 @@ def model_target(model: str, adapter: str | Path | None = None, base: str | None
         raise UserError(f"cannot tell the coordinate convention of {model!r} (not in the registry, no studio.json "
                         "and no known model_type in config.json): pass --convention")
     labels = info.get("label_map")
+    system, system_notes = _folder_system(model, system)
+    notes += system_notes
     name = f"{Path(model).name}+{adapter.name}" if adapter else Path(model).name
     return Target(model=model, adapter=str(adapter) if adapter else None,
                   base=base or (model if adapter else None), name=name, convention=convention,
                   tasks=info.get("tasks"), seed=info.get("seed"),
                   labels=sorted(labels) if isinstance(labels, dict | list) and labels else None,
-                  image_cap=info.get("max_image_size"), max_pixels=info.get("max_pixels"), notes=notes)
+                  image_cap=info.get("max_image_size"), max_pixels=info.get("max_pixels"), notes=notes,
+                  system=system)
 
 
 # -- running ------------------------------------------------------------------------------------------------------
@@ -236,6 +255,10 @@ def _load(target: Target) -> tuple[Any, Any]:
 
     processor = load_processor(target.processor or target.model)
     apply_image_cap(processor, target.image_cap, target.max_pixels)
+    if target.system:
+        from .peer_folders import add_system_prompt
+
+        add_system_prompt(processor, target.system)
     return processor, load_model(target.model, adapter=target.adapter, quantization=target.quantization)
 
 
@@ -370,12 +393,14 @@ def evaluate_model(model: str, adapter: str | Path | None = None, dataset: str |
                    split: str = "test", limit: int | None = None, batch_size: int = 8,
                    out: str | Path | None = None, with_base: bool = True, with_baseline: bool = True,
                    max_new_tokens: int | None = None, base: str | None = None,
-                   overwrite: bool | None = None, convention: str | None = None) -> EvalResult:
+                   overwrite: bool | None = None, convention: str | None = None,
+                   system: str | None = None) -> EvalResult:
     """Evaluate a model key / Hub id / folder (+ adapter); base = the model without the adapter unless given.
 
-    Any Hugging Face VLM folder works: without studio.json the convention comes from config.json (or `convention`).
+    Any Hugging Face VLM folder works: without studio.json the convention comes from config.json (or `convention`)
+    and the system prompt from the tool that trained it (or `system`; '' for none).
     """
-    target = model_target(model, adapter, base, convention=convention, dataset=dataset)
+    target = model_target(model, adapter, base, convention=convention, dataset=dataset, system=system)
     return evaluate_target(target, dataset, split=split, limit=limit, batch_size=batch_size, out=out,
                            with_base=with_base, with_baseline=with_baseline, max_new_tokens=max_new_tokens,
                            overwrite=overwrite)

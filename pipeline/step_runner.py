@@ -199,17 +199,34 @@ def _run_cli(argv: list[str]) -> dict[str, Any]:
     return {"exit_code": int(module.run(args) or 0), "argv": argv}
 
 
+AUTOGROUP = Path("/proc/self/autogroup")
+
+
 def _lower_priority() -> None:
     """Batch work yields the CPU to the app's requests: nice STUDIO_STEP_NICE (default 10; 0 keeps the priority)."""
     try:
         nice = int(os.environ.get("STUDIO_STEP_NICE", "10"))
     except ValueError:
         raise UserError(f"STUDIO_STEP_NICE must be a whole number, got {os.environ['STUDIO_STEP_NICE']!r}") from None
-    if nice > 0:
-        try:
-            os.nice(nice)
-        except OSError:
-            pass  # not allowed here: run at the inherited priority
+    if nice <= 0:
+        return
+    try:
+        os.nice(nice)
+    except OSError:
+        pass  # not allowed here: run at the inherited priority
+    _nice_autogroup(nice)
+
+
+def _nice_autogroup(nice: int) -> None:
+    """Linux with autogroup scheduling shares the CPU between sessions first, and a job runs in a session of its
+    own (setsid): a process's nice then only ranks it inside that session, against nothing. The session's own nice
+    (/proc/self/autogroup) is what makes it yield to the app's session."""
+    if not AUTOGROUP.exists():
+        return
+    try:
+        AUTOGROUP.write_text(str(nice))
+    except OSError:
+        pass  # no autogroup scheduling here, or not allowed: the process nice above is all there is
 
 
 def run_step(job_dir: str | Path) -> int:

@@ -57,10 +57,18 @@ def launch_kwargs(**overrides: Any) -> dict[str, Any]:
     return settings
 
 
+# Gradio's queue rebuilds a pandas summary of its last GRADIO_ANALYTICS_MAX_EVENTS events (default 10,000) after
+# every event, by default after each one: with many polling clients that alone was a tenth of the server's CPU
+# (py-spy, bench/load.py). The summary only feeds the API page's statistics, so it is refreshed every 100 events.
+ANALYTICS_SETTINGS = {"GRADIO_ANALYTICS_CACHE_FREQUENCY": "100", "GRADIO_ANALYTICS_MAX_EVENTS": "2000"}
+
+
 def launch(demo: Any, **overrides: Any) -> Any:
     """Queue (watch streams are not limited) and launch; returns what Blocks.launch returns."""
     from .ui import CSS
 
+    for name, value in ANALYTICS_SETTINGS.items():
+        os.environ.setdefault(name, value)  # read when the queue is made, just below
     demo.queue(default_concurrency_limit=1, max_size=64)
     return demo.launch(**{"css": CSS, **launch_kwargs(**overrides)})
 

@@ -257,3 +257,15 @@ def test_cli_runs_in_the_foreground_and_submit_queues_a_job(home: Path, tmp_path
     assert done.status == "succeeded", done.error
     assert read_result(done.run_dir)["exit_code"] == 0
     assert (tmp_path / "fg-report" / "bg-report" / "report.md").is_file()  # relative paths: the submitter's folder
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="no autogroup scheduling on this kernel")
+def test_a_step_in_its_own_session_lowers_the_sessions_priority_too() -> None:
+    """Jobs run in a session of their own (setsid); with autogroup scheduling only the session's nice ranks it
+    against the app, so a step lowers both its own nice and its session's."""
+    code = ("import os; from pipeline.step_runner import _lower_priority; _lower_priority(); "
+            "print(os.nice(0)); print(open('/proc/self/autogroup').read().split()[-1])")
+    for env_nice, expected in (("10", ["10", "10"]), ("0", ["0", "0"])):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, start_new_session=True,
+                             env={**os.environ, "STUDIO_STEP_NICE": env_nice}, check=True, cwd=ROOT).stdout
+        assert out.split() == expected

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --model or --endpoint: the coordinate convention of the answers (json, llava, "
                              "qwen2_vl, ...); default: studio.json, the registry, or the family in the folder's "
                              "config.json")
+    parser.add_argument("--system", metavar="TEXT",
+                        help="with --model: a system prompt written before every prompt, as the model trained with "
+                             "it (default: LLaMA-Factory's template default for a folder it trained; '' for none)")
     parser.add_argument("--data", metavar="DATASET", help="converted dataset (default: the one RUN trained on)")
     parser.add_argument("--split", default="test", help="split to score: test, val or train (default test)")
     parser.add_argument("--limit", type=_positive, metavar="N", help="score a fixed spread of N examples")
@@ -90,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--convention goes with --model (a RUN already knows its convention)")
     if args.adapter and not args.model:
         raise UserError("--adapter goes with --model (a RUN already knows its adapter)")
+    if args.system is not None and not args.model:
+        raise UserError("--system goes with --model (a RUN trained with its own prompts)")
     common = {"split": args.split, "limit": args.limit, "batch_size": args.batch_size, "out": args.out,
               "with_base": not args.no_base, "with_baseline": not args.no_baseline,
               "max_new_tokens": args.max_new_tokens, "overwrite": True if args.overwrite else None}
@@ -129,4 +134,5 @@ def _evaluate(args: argparse.Namespace, common: dict[str, Any]) -> Any:
 
     if args.run:
         return evaluate_run(args.run, dataset=args.data, checkpoint=args.checkpoint, **common)
-    return evaluate_model(args.model, adapter=args.adapter, dataset=args.data, convention=args.convention, **common)
+    return evaluate_model(args.model, adapter=args.adapter, dataset=args.data, convention=args.convention,
+                          system=args.system, **common)
