@@ -44,10 +44,10 @@ def detect_format(files: list[str] | None, sample: bool, progress: gr.Progress =
 
 def _clip_values(clip_frames: float | None, clip_stride: float | None, drop_fragments: bool,
                  keep_share: float | None) -> dict[str, Any]:
-    """The video-task and mask options as `convert` takes them: a blank field is the CLI's default, the share only
-    counts with 'drop fragments' ticked."""
+    """The video-task and mask options as `convert` takes them: a blank field (a stride of 0) is the CLI's default,
+    the share only counts with 'drop fragments' ticked."""
     return {"clip_frames": DEFAULT_CLIP_FRAMES if clip_frames is None else int(clip_frames),
-            "clip_stride": None if clip_stride is None else int(clip_stride),
+            "clip_stride": int(clip_stride) if clip_stride else None,
             "drop_fragments": bool(drop_fragments),
             "keep_share": float(keep_share) if drop_fragments and keep_share is not None else None}
 
@@ -68,7 +68,7 @@ def _submit(files: list[str] | None, sample: bool, name: str, labels: Any, tasks
 def convert(files: list[str] | None, sample: bool, name: str, labels: Any, tasks: list[str], family: str,
             every: float, overwrite: bool, max_frames: float | None = 0, seed: float | None = 0,
             include_auto: bool = False, allow_overlay_frames: bool = False,
-            clip_frames: float | None = DEFAULT_CLIP_FRAMES, clip_stride: float | None = None,
+            clip_frames: float | None = DEFAULT_CLIP_FRAMES, clip_stride: float | None = 0,
             drop_fragments: bool = False, keep_share: float | None = DEFAULT_KEEP_SHARE,
             progress: gr.Progress = gr.Progress()) -> dict[str, Any]:  # noqa: B008 - gradio's way
     """Queue a conversion job into STUDIO_HOME/datasets/<name>, follow its progress; the summary from disk."""
@@ -81,7 +81,7 @@ def convert(files: list[str] | None, sample: bool, name: str, labels: Any, tasks
 def convert_stream(files: list[str] | None, sample: bool, name: str, labels: Any, tasks: list[str], family: str,
                    every: float, overwrite: bool, max_frames: float | None = 0, seed: float | None = 0,
                    include_auto: bool = False, allow_overlay_frames: bool = False,
-                   clip_frames: float | None = DEFAULT_CLIP_FRAMES, clip_stride: float | None = None,
+                   clip_frames: float | None = DEFAULT_CLIP_FRAMES, clip_stride: float | None = 0,
                    drop_fragments: bool = False, keep_share: float | None = DEFAULT_KEEP_SHARE) -> Iterator[Any]:
     """The Convert button: queue the job, its progress in the status line, then the summary from disk."""
     job_id = _submit(files, sample, name, labels, tasks, family, every, overwrite, max_frames, seed, include_auto,
@@ -121,6 +121,8 @@ def convert_summary(summary: dict[str, Any]) -> str:
     labels = ", ".join(str(k) for k in (summary.get("labels") or {})) or "none"
     text = (f"Converted dataset <b>{summary['dataset']}</b>: {summary['frames']} frames, {summary['objects']} "
             f"objects, labels: {labels}.")
+    if summary.get("fragments") is not None:
+        text += f" Mask clean-up: {summary['fragments']} mask(s) lost detached specks."
     warnings = summary.get("warnings") or []
     if warnings:
         text += f" {len(warnings)} warning(s), first: {warnings[0]}."
@@ -138,21 +140,20 @@ def _video_options() -> tuple[gr.Number, gr.Number, gr.Checkbox, gr.Number]:
     """The clip options of the video tasks and the mask clean-up (convert --clip-frames, --clip-stride,
     --drop-fragments, --keep-share)."""
     with gr.Accordion("Video tasks and mask clean-up", open=True, elem_id="video-options"):
+        gr.Markdown("CLI: `--clip-frames K --clip-stride N --drop-fragments --keep-share S`")
         with gr.Row():
-            clip_frames = gr.Number(DEFAULT_CLIP_FRAMES, precision=0, label="Frames per clip",
-                                    info=f"track / visibility / count_unique: frames of one video per example, in "
-                                         f"time order (2-{MAX_CLIP_FRAMES}; --clip-frames)", elem_id="clip-frames")
-            clip_stride = gr.Number(None, precision=0, label="Clip stride (video frames)",
-                                    placeholder="about half a second", elem_id="clip-stride",
-                                    info="source video frames between a clip's frames; blank: about half a second "
-                                         "at the video's fps (--clip-stride)")
+            clip_frames = gr.Number(DEFAULT_CLIP_FRAMES, precision=0, label="Frames per clip", elem_id="clip-frames",
+                                    info=f"track, visibility, count_unique: frames of one video per example, in "
+                                         f"time order (2 to {MAX_CLIP_FRAMES})")
+            clip_stride = gr.Number(0, precision=0, label="Clip stride (video frames; 0: auto)",
+                                    elem_id="clip-stride", info="source video frames between a clip's frames; 0: "
+                                                                "about half a second at the video's fps")
             drop_fragments = gr.Checkbox(False, label="Drop mask fragments", elem_id="drop-fragments",
-                                         info="keep each mask's main region; box and area are recomputed and "
-                                              "dataset.json records what changed (--drop-fragments)")
-            keep_share = gr.Number(DEFAULT_KEEP_SHARE, label="Keep pieces above this share", step=0.01,
-                                   elem_id="keep-share", info="with 'Drop mask fragments': a detached piece holding "
-                                                              "at least this share of the mask's area stays "
-                                                              "(--keep-share)")
+                                         info="keep each mask's main region; box and area are recomputed, "
+                                              "dataset.json lists what changed")
+            keep_share = gr.Number(DEFAULT_KEEP_SHARE, label="Keep pieces of at least this share", step=0.01,
+                                   elem_id="keep-share", info="with 'Drop mask fragments': a detached piece "
+                                                              "holding this share of the mask's area or more stays")
     return clip_frames, clip_stride, drop_fragments, keep_share
 
 

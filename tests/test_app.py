@@ -312,7 +312,7 @@ def test_convert_with_video_tasks_writes_what_the_cli_writes(server: dict[str, A
 
     summary = client.predict([], True, "api-track", NO_NAMES, ["track", "grounding"], "tiny-smolvlm", 1, False, 0, 0,
                              False, False, 3, 6, True, 0.1, api_name="/convert")
-    assert summary["dataset"] == "api-track" and summary["frames"] > 5
+    assert summary["dataset"] == "api-track" and summary["frames"] > 5 and summary["fragments"] == 0
     app = server["home"] / "datasets" / "api-track"
     meta = json.loads((app / "dataset.json").read_text())
     assert meta["tasks"] == ["track", "grounding"] and meta["clips"] == {"frames": 3, "stride": 6}
@@ -346,8 +346,9 @@ def test_video_tasks_for_a_single_image_family_are_refused_in_one_line(server: d
     assert "track show the model 4 frames per example, but tiny-paligemma (paligemma) takes one image" in message
     assert "\n" not in message.strip() and "Traceback" not in message
     clicked = status.with_status(data_tab.convert_stream, "Convert", data_tab.convert_summary, 1)
-    *_, (summary, line) = list(clicked([], True, "ui-florence", NO_NAMES, ["grounding", "visibility"], "florence2",
-                                       1, False, 0, 0, False, False, 2))
+    with pytest.warns(UserWarning, match="florence2 takes one image per example"):  # the toast beside the line
+        *_, (summary, line) = list(clicked([], True, "ui-florence", NO_NAMES, ["grounding", "visibility"],
+                                           "florence2", 1, False, 0, 0, False, False, 2))
     assert 'data-status="error"' in line and "Convert failed:" in line and "Traceback" not in line
     assert "visibility show the model 2 frames per example, but florence2 takes one image per example" in line
     for name in ("api-pali", "ui-florence"):

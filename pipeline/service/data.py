@@ -40,7 +40,7 @@ def convert_inputs(files: Sequence[str | Path] | None, name: str, *, sample: boo
                           drop_fragments=bool(drop_fragments), keep_share=keep_share)
     return {"dataset": name, "frames": summary.frames, "objects": summary.objects, "labels": summary.labels,
             "videos": summary.videos, "issues": summary.issues, "warnings": summary.warnings[:20],
-            "files": summary.files}
+            "files": summary.files, "fragments": summary.fragments}
 
 
 # -- Quality & Split tab ---------------------------------------------------------------------------------------
