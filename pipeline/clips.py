@@ -101,10 +101,25 @@ def config_checks(tasks: list[str] | None, meta: dict[str, Any] | None, spec: An
         return [], 1
     errors = []
     if spec.family in SINGLE_IMAGE_FAMILIES:
-        errors.append(f"data.tasks: {', '.join(video)} show the model {clip_options(meta).frames} frames per example, "
-                      f"but {spec.key} ({spec.family}) takes one image per example; choose a model that takes several "
-                      "(SmolVLM/Idefics3, Qwen2/2.5/3-VL, LLaVA-OneVision) or drop the video tasks")
+        errors.append("data.tasks: " + _one_image(video, clip_options(meta).frames, spec.key, spec.family, "model"))
     return errors, clip_options(meta).frames
+
+
+def _one_image(video: list[str], frames: int, name: str, family: str, what: str) -> str:
+    who = name if name == family else f"{name} ({family})"
+    return (f"{', '.join(video)} show the model {frames} frames per example, but {who} takes one image "
+            f"per example; choose a {what} that takes several (SmolVLM/Idefics3, Qwen2/2.5/3-VL, LLaVA-OneVision) "
+            "or drop the video tasks")
+
+
+def check_family_takes_clips(tasks: Iterable[str], family: str, frames: int) -> None:
+    """UserError at convert when video tasks are written for a single-image family (the rule of `config_checks`)."""
+    from .registry import family_name
+
+    video = [t for t in tasks if t in VIDEO_TASKS]
+    name = family_name(family) if video else None
+    if name in SINGLE_IMAGE_FAMILIES:
+        raise UserError("tasks " + _one_image(video, frames, family, str(name), "model family"))
 
 
 def uses_clips(tasks: Iterable[str]) -> bool:

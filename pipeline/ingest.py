@@ -77,10 +77,8 @@ def convert(inputs: str | Path | Sequence[str | Path], out: str | Path, *,
     """Convert one or more exports into one dataset folder `out` (nothing is left behind on error)."""
     paths = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
     _check_arguments(paths, every, max_frames, convention, tasks)
-    fragments = _fragment_share(drop_fragments, keep_share)
-    from .clips import check_clip_options
-
-    clips = check_clip_options(clip_frames, clip_stride)
+    clips, fragments = check_video_options(tasks, family or convention, clip_frames, clip_stride, drop_fragments,
+                                           keep_share)
     options = ReadOptions(videos=tuple(Path(v) for v in _as_list(video)), images=Path(images) if images else None,
                           labels=labels if isinstance(labels, dict) else load_labels(labels) if labels else None,
                           allow_overlay_frames=allow_overlay_frames, include_auto=include_auto,
@@ -102,6 +100,18 @@ def convert(inputs: str | Path | Sequence[str | Path], out: str | Path, *,
             summary = writer.finish(sources, Path(out).expanduser().resolve(), convention, list(tasks), seed,
                                     family or convention)
     return summary
+
+
+def check_video_options(tasks: Sequence[str], family: str, clip_frames: int = 4, clip_stride: int | None = None,
+                        drop_fragments: bool = False, keep_share: float | None = None) -> tuple[Any, float | None]:
+    """(ClipOptions, --keep-share or None) of a conversion; UserError for a bad value, or for video tasks written
+    for a family that takes one image per example (the app checks this before it queues a job)."""
+    from .clips import check_clip_options, check_family_takes_clips
+
+    fragments = _fragment_share(drop_fragments, keep_share)
+    clips = check_clip_options(clip_frames, clip_stride)
+    check_family_takes_clips(tasks, family, clips.frames)
+    return clips, fragments
 
 
 def _fragment_share(drop: bool, keep_share: float | None) -> float | None:

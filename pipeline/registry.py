@@ -102,6 +102,18 @@ def resolve_convention(family: str) -> str:
     raise UserError(f"unknown --family {family!r}: use a convention ({', '.join(CONVENTIONS)}) or a model key")
 
 
+def family_name(family: str) -> str | None:
+    """The model family a convert --family value names (a registry key, Hub id, family, or a convention only one
+    family writes); None for a convention several families share (json) or an unknown name."""
+    name = family.strip()
+    specs = list_specs()
+    for spec in specs:
+        if name in (spec.key, spec.hub_id) or name.lower() == spec.family.lower():
+            return spec.family
+    families = {spec.family for spec in specs if spec.convention == name}
+    return families.pop() if len(families) == 1 else None
+
+
 def _idefics3_tokens(width: int, height: int, longest: int, tile: int, per_tile: int, split: int) -> int:
     """Idefics3/SmolVLM: resize longest edge, round sides up to tiles, N tiles + 1 global image."""
     if not split:

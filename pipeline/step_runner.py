@@ -154,7 +154,17 @@ def _convert(params: dict[str, Any]) -> dict[str, Any]:
                                       every=int(params.get("every") or 1), overwrite=bool(params.get("overwrite")),
                                       max_frames=params.get("max_frames") or None, seed=int(params.get("seed") or 0),
                                       include_auto=bool(params.get("include_auto")),
-                                      allow_overlay_frames=bool(params.get("allow_overlay_frames")), progress=True)
+                                      allow_overlay_frames=bool(params.get("allow_overlay_frames")), progress=True,
+                                      **_clip_params(params))
+
+
+def _clip_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The video-task and --drop-fragments options of a convert job (a job queued before they existed: defaults)."""
+    from .clips import DEFAULT_CLIP_FRAMES
+
+    frames = params.get("clip_frames")
+    return {"clip_frames": DEFAULT_CLIP_FRAMES if frames is None else frames, "clip_stride": params.get("clip_stride"),
+            "drop_fragments": bool(params.get("drop_fragments")), "keep_share": params.get("keep_share")}
 
 
 def _validate(params: dict[str, Any]) -> dict[str, Any]:

@@ -10,12 +10,16 @@ from typing import Any
 import gradio as gr
 
 from pipeline import service
+from pipeline.clips import DEFAULT_CLIP_FRAMES, MAX_CLIP_FRAMES
+from pipeline.fragments import DEFAULT_KEEP_SHARE
 
 from . import status, step_ui
 from .common import TRACK_TQDM, guarded
 
 UPLOAD_TYPES = [".zip", ".json", ".jsonl", ".ndjson", ".csv", ".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi",
                 ".jpg", ".jpeg", ".png", ".webp", ".bmp"]
+TASKS_INFO = ("grounding … negative: one frame per example. track, visibility, count_unique: clips of several "
+              "frames of one video (a model family that takes several images: not PaliGemma or Florence-2).")
 LABEL_HEADERS = ["object id", "label in export", "name"]
 INTRO = ("Upload a SAM 2 export (demo-export ZIP, SA-V JSON, SAM 2 stream JSONL, COCO JSON) together with its source "
          "video or its frames, or load the built-in sample. CLI: `python -m pipeline convert INPUT --video V "
@@ -38,13 +42,25 @@ def detect_format(files: list[str] | None, sample: bool, progress: gr.Progress =
     return info, shots, thumbs, rows, _suggest_name(info)
 
 
+def _clip_values(clip_frames: float | None, clip_stride: float | None, drop_fragments: bool,
+                 keep_share: float | None) -> dict[str, Any]:
+    """The video-task and mask options as `convert` takes them: a blank field (a stride of 0) is the CLI's default,
+    the share only counts with 'drop fragments' ticked."""
+    return {"clip_frames": DEFAULT_CLIP_FRAMES if clip_frames is None else int(clip_frames),
+            "clip_stride": int(clip_stride) if clip_stride else None,
+            "drop_fragments": bool(drop_fragments),
+            "keep_share": float(keep_share) if drop_fragments and keep_share is not None else None}
+
+
 def _submit(files: list[str] | None, sample: bool, name: str, labels: Any, tasks: list[str], family: str,
             every: float, overwrite: bool, max_frames: float | None, seed: float | None, include_auto: bool,
-            allow_overlay_frames: bool) -> int:
+            allow_overlay_frames: bool, clip_frames: float | None, clip_stride: float | None, drop_fragments: bool,
+            keep_share: float | None) -> int:
     job = service.submit_convert(files, name, sample=bool(sample), labels=service.labels_from_rows(labels),
                                  tasks=tasks, family=family, every=int(every or 1), overwrite=bool(overwrite),
                                  max_frames=int(max_frames) if max_frames else None, seed=int(seed or 0),
-                                 include_auto=bool(include_auto), allow_overlay_frames=bool(allow_overlay_frames))
+                                 include_auto=bool(include_auto), allow_overlay_frames=bool(allow_overlay_frames),
+                                 **_clip_values(clip_frames, clip_stride, drop_fragments, keep_share))
     return int(job["job_id"])
 
 
@@ -52,20 +68,24 @@ def _submit(files: list[str] | None, sample: bool, name: str, labels: Any, tasks
 def convert(files: list[str] | None, sample: bool, name: str, labels: Any, tasks: list[str], family: str,
             every: float, overwrite: bool, max_frames: float | None = 0, seed: float | None = 0,
             include_auto: bool = False, allow_overlay_frames: bool = False,
+            clip_frames: float | None = DEFAULT_CLIP_FRAMES, clip_stride: float | None = 0,
+            drop_fragments: bool = False, keep_share: float | None = DEFAULT_KEEP_SHARE,
             progress: gr.Progress = gr.Progress()) -> dict[str, Any]:  # noqa: B008 - gradio's way
     """Queue a conversion job into STUDIO_HOME/datasets/<name>, follow its progress; the summary from disk."""
     job_id = _submit(files, sample, name, labels, tasks, family, every, overwrite, max_frames, seed, include_auto,
-                     allow_overlay_frames)
+                     allow_overlay_frames, clip_frames, clip_stride, drop_fragments, keep_share)
     return step_ui.follow(job_id, "convert", progress)
 
 
 @guarded
 def convert_stream(files: list[str] | None, sample: bool, name: str, labels: Any, tasks: list[str], family: str,
                    every: float, overwrite: bool, max_frames: float | None = 0, seed: float | None = 0,
-                   include_auto: bool = False, allow_overlay_frames: bool = False) -> Iterator[Any]:
+                   include_auto: bool = False, allow_overlay_frames: bool = False,
+                   clip_frames: float | None = DEFAULT_CLIP_FRAMES, clip_stride: float | None = 0,
+                   drop_fragments: bool = False, keep_share: float | None = DEFAULT_KEEP_SHARE) -> Iterator[Any]:
     """The Convert button: queue the job, its progress in the status line, then the summary from disk."""
     job_id = _submit(files, sample, name, labels, tasks, family, every, overwrite, max_frames, seed, include_auto,
-                     allow_overlay_frames)
+                     allow_overlay_frames, clip_frames, clip_stride, drop_fragments, keep_share)
     yield from step_ui.stream(job_id, "convert")
     yield step_ui.outcome(job_id, "convert")
 
@@ -101,6 +121,8 @@ def convert_summary(summary: dict[str, Any]) -> str:
     labels = ", ".join(str(k) for k in (summary.get("labels") or {})) or "none"
     text = (f"Converted dataset <b>{summary['dataset']}</b>: {summary['frames']} frames, {summary['objects']} "
             f"objects, labels: {labels}.")
+    if summary.get("fragments") is not None:
+        text += f" Mask clean-up: {summary['fragments']} mask(s) lost detached specks."
     warnings = summary.get("warnings") or []
     if warnings:
         text += f" {len(warnings)} warning(s), first: {warnings[0]}."
@@ -112,6 +134,27 @@ def _families() -> list[tuple[str, str]]:
 
     models = [(f"{label.split(' · ')[0]} (model)", key) for label, key in service.model_choices()]
     return models + [(f"{name} (convention)", name) for name in CONVENTIONS]
+
+
+def _video_options() -> tuple[gr.Number, gr.Number, gr.Checkbox, gr.Number]:
+    """The clip options of the video tasks and the mask clean-up (convert --clip-frames, --clip-stride,
+    --drop-fragments, --keep-share)."""
+    with gr.Accordion("Video tasks and mask clean-up", open=True, elem_id="video-options"):
+        gr.Markdown("CLI: `--clip-frames K --clip-stride N --drop-fragments --keep-share S`")
+        with gr.Row():
+            clip_frames = gr.Number(DEFAULT_CLIP_FRAMES, precision=0, label="Frames per clip", elem_id="clip-frames",
+                                    info=f"track, visibility, count_unique: frames of one video per example, in "
+                                         f"time order (2 to {MAX_CLIP_FRAMES})")
+            clip_stride = gr.Number(0, precision=0, label="Clip stride (video frames; 0: auto)",
+                                    elem_id="clip-stride", info="source video frames between a clip's frames; 0: "
+                                                                "about half a second at the video's fps")
+            drop_fragments = gr.Checkbox(False, label="Drop mask fragments", elem_id="drop-fragments",
+                                         info="keep each mask's main region; box and area are recomputed, "
+                                              "dataset.json lists what changed")
+            keep_share = gr.Number(DEFAULT_KEEP_SHARE, label="Keep pieces of at least this share", step=0.01,
+                                   elem_id="keep-share", info="with 'Drop mask fragments': a detached piece "
+                                                              "holding this share of the mask's area or more stays")
+    return clip_frames, clip_stride, drop_fragments, keep_share
 
 
 def build() -> dict[str, Any]:
@@ -139,10 +182,12 @@ def build() -> dict[str, Any]:
                                   label="Label editor: type a name per object id (blank keeps the export's label)")
         with gr.Row():
             name = gr.Textbox(service.SAMPLE_NAME, label="Dataset name", elem_id="dataset-name")
-            tasks = gr.CheckboxGroup(list(TASKS), value=list(service.DEFAULT_TASKS), label="Tasks")
             family = gr.Dropdown(_families(), value=service.DEFAULT_MODEL, label="Model family (coordinate format)")
             every = gr.Number(1, precision=0, minimum=1, label="Keep every Nth frame")
             overwrite = gr.Checkbox(False, label="Replace a dataset of the same name")
+        tasks = gr.CheckboxGroup(list(TASKS), value=list(service.DEFAULT_TASKS), label="Tasks", info=TASKS_INFO,
+                                 elem_id="convert-tasks")
+        clip_frames, clip_stride, drop_fragments, keep_share = _video_options()
         with gr.Accordion("More convert options (as on the command line)", open=False):
             with gr.Row():
                 max_frames = gr.Number(0, precision=0, minimum=0, label="At most N frames per video (0: all)")
@@ -168,7 +213,8 @@ def build() -> dict[str, Any]:
                   **step_ui.DETECT_EVENT)
     converted = status.action(convert_btn.click, convert,
                               [files, sample, name, labels, tasks, family, every, overwrite, max_frames, seed,
-                               include_auto, overlay], [summary], convert_status, api_name="convert",
+                               include_auto, overlay, clip_frames, clip_stride, drop_fragments, keep_share],
+                              [summary], convert_status, api_name="convert",
                               what="Convert", summary=convert_summary, ui_fn=convert_stream, **step_ui.STEP_EVENT)
     converted.then(lambda: step_ui.status_line("convert"), None, job_line, api_visibility="private",
                    **step_ui.CHEAP_EVENT)

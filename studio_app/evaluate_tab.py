@@ -14,8 +14,11 @@ from . import status, step_ui
 from .common import TRACK_TQDM, Choice, choices_update, guarded
 
 INTRO = ("Pick a finished run and a checkpoint. The fine-tuned model, its base model and the mean-box baseline "
-         "answer the same split; answers are parsed back to boxes and scored (IoU, AP). "
-         "CLI: `python -m pipeline evaluate RUN --split test --limit 32`.")
+         "answer the same split; answers are parsed back to boxes and scored (IoU, AP). Video tasks have their own "
+         "rows and baselines: `track_miou` (box IoU over the later frames) and `track_lost_rate` against copying "
+         "the first box, `visibility_f1` against 'always visible', `unique_accuracy` / `unique_mae` against the "
+         "training split's most common count. CLI: `python -m pipeline evaluate RUN --split test --limit 32`.")
+HEADLINE = ("miou", "ap50", "track_miou", "track_lost_rate", "visibility_f1", "unique_accuracy", "unique_mae")
 SMOKE = ("⚠️ <b>Smoke test</b>: this run used the quick_test preset (a few steps on a tiny model). Its metrics are "
          "expected to be near zero; they check that the pipeline works, not the data.")
 
@@ -59,9 +62,22 @@ def reattach() -> Iterator[tuple[Any, ...]]:
     yield from step_ui.reattach("evaluate", _outputs, 3, evaluate_summary, _select, 2)
 
 
+def _headline(info: dict[str, Any]) -> str:
+    """The headline metrics of the evaluated model, each with the baseline's value (the table has them all)."""
+    from pipeline.eval_report import TITLES
+
+    columns = [str(c) for c in info.get("columns") or []]
+    base = next((n for n, c in enumerate(columns) if "baseline" in c), None)
+    shown = []
+    for row in info.get("rows") or []:
+        if row[0] in HEADLINE and row[1] is not None:
+            against = f" (baseline {row[base]})" if base is not None and row[base] is not None else ""
+            shown.append(f"{TITLES.get(row[0], row[0])} {row[1]}{against}")
+    return ", ".join(shown)
+
+
 def evaluate_summary(info: dict[str, Any], *_: Any) -> str:
-    metrics = info.get("metrics") or {}
-    shown = ", ".join(f"{k} {metrics[k]}" for k in ("miou", "ap50", "parse_rate") if k in metrics)
+    shown = _headline(info)
     text = f"Evaluated {info.get('examples') or ''} {info['split']} example(s) of checkpoint {info.get('checkpoint')}"
     text += f": {shown}." if shown else "."
     if info.get("smoke_test"):

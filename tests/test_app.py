@@ -294,3 +294,87 @@ def test_api_hygiene_and_try_model(server: dict[str, Any], job: int) -> None:
                client.predict(run_id, "adapter", "best", api_name="/export")]
     for out in outputs:
         assert home not in json.dumps(plain(out)), out
+
+
+# -- video tasks and mask clean-up in the Data tab (#20) -------------------------------------------------------------
+NO_NAMES = {"headers": ["object id", "label in export", "name"], "data": [], "metadata": None}
+VIDEO_OPTIONS = ["--family", "tiny-smolvlm", "--tasks", "track,grounding", "--clip-frames", "3", "--clip-stride", "6",
+                 "--drop-fragments", "--keep-share", "0.1"]
+
+
+def test_convert_with_video_tasks_writes_what_the_cli_writes(server: dict[str, Any], client: Any,
+                                                             tmp_path: Path) -> None:
+    """/convert with track, clip frames / stride and drop fragments (the last four inputs): multi-frame examples and
+    the fragment correction in dataset.json, the same training rows as `convert` with the same options."""
+    import json
+
+    from pipeline.cli import main
+
+    summary = client.predict([], True, "api-track", NO_NAMES, ["track", "grounding"], "tiny-smolvlm", 1, False, 0, 0,
+                             False, False, 3, 6, True, 0.1, api_name="/convert")
+    assert summary["dataset"] == "api-track" and summary["frames"] > 5 and summary["fragments"] == 0
+    app = server["home"] / "datasets" / "api-track"
+    meta = json.loads((app / "dataset.json").read_text())
+    assert meta["tasks"] == ["track", "grounding"] and meta["clips"] == {"frames": 3, "stride": 6}
+    assert meta["mask_fragments"]["keep_share"] == 0.1 and "objects_corrected" in meta["mask_fragments"]
+    rows = json.loads((app / "llava.json").read_text())
+    track = [r for r in rows if "-track-" in r["id"]]
+    assert track and all(len(r["image"]) == 3 and r["conversations"][0]["value"].count("<image>") == 3
+                         for r in track)
+    sample = server["home"] / "sample"
+    cli = tmp_path / "cli"
+    assert main(["convert", *map(str, sorted(sample.glob("sam2_export_*.zip"))),
+                 *[arg for video in sorted(sample.glob("session_*.mp4")) for arg in ("--video", str(video))],
+                 "--labels", str(sample / "labels.json"), *VIDEO_OPTIONS, "--out", str(cli)]) == 0
+    for name in ("llava.json", "sharegpt.json", "records.jsonl"):
+        assert (app / name).read_text() == (cli / name).read_text(), name
+    cli_meta = json.loads((cli / "dataset.json").read_text())
+    assert {k: cli_meta[k] for k in ("clips", "mask_fragments", "tasks")} == {
+        k: meta[k] for k in ("clips", "mask_fragments", "tasks")}
+
+
+def test_video_tasks_for_a_single_image_family_are_refused_in_one_line(server: dict[str, Any], client: Any) -> None:
+    """PaliGemma / Florence-2 with a video task: the API's error and the Convert button's status line say why in
+    one line; nothing is queued or written."""
+    from gradio_client.exceptions import AppError
+
+    from studio_app import data_tab, status
+
+    with pytest.raises(AppError) as refused:
+        client.predict([], True, "api-pali", NO_NAMES, ["track"], "tiny-paligemma", 1, False, api_name="/convert")
+    message = str(refused.value)
+    assert "track show the model 4 frames per example, but tiny-paligemma (paligemma) takes one image" in message
+    assert "\n" not in message.strip() and "Traceback" not in message
+    clicked = status.with_status(data_tab.convert_stream, "Convert", data_tab.convert_summary, 1)
+    with pytest.warns(UserWarning, match="florence2 takes one image per example"):  # the toast beside the line
+        *_, (summary, line) = list(clicked([], True, "ui-florence", NO_NAMES, ["grounding", "visibility"],
+                                           "florence2", 1, False, 0, 0, False, False, 2))
+    assert 'data-status="error"' in line and "Convert failed:" in line and "Traceback" not in line
+    assert "visibility show the model 2 frames per example, but florence2 takes one image per example" in line
+    for name in ("api-pali", "ui-florence"):
+        assert not (server["home"] / "datasets" / name).exists()
+    with pytest.raises(AppError, match="--clip-frames must be an integer from 2 to 16"):
+        client.predict([], True, "api-k1", NO_NAMES, ["track"], "tiny-smolvlm", 1, False, 0, 0, False, False, 1,
+                       api_name="/convert")
+
+
+@pytest.mark.slow
+def test_evaluate_shows_the_video_task_metrics_and_baselines(client: Any) -> None:
+    """A run trained on track / visibility / count_unique: /evaluate's table has later-frame mIoU, lost-track rate,
+    visibility F1, count_unique accuracy and MAE, each with the baseline's value; the status line names them."""
+    from studio_app.evaluate_tab import evaluate_summary
+
+    client.predict([], True, "api-video", NO_NAMES, ["track", "visibility", "count_unique"], "tiny-smolvlm", 1, False,
+                   0, 0, False, False, 2, 3, api_name="/convert")
+    client.predict("api-video", "temporal", "0.5,0.25,0.25", 7, api_name="/split")
+    started, job_id, _ = client.predict("api-video", "tiny-smolvlm", "quick_test", "", 2, "",
+                                        api_name="/start_training")
+    assert follow(client, int(job_id), 0)[-1]["status"] == "succeeded"
+    info, table, _ = client.predict(started["run_id"], "best", "test", 3, api_name="/evaluate")
+    assert table["headers"] == ["metric", "fine-tuned", "base (tiny-smolvlm)", "mean-box baseline"]
+    rows = {row[0]: row[1:] for row in table["data"]}
+    for key in ("track_miou", "track_lost_rate", "visibility_f1", "unique_accuracy", "unique_mae"):
+        assert key in rows and all(isinstance(v, int | float) for v in rows[key]), (key, rows)
+    assert rows["visibility_f1"][2] > 0 and "miou" not in rows  # the honest baselines; no frame task was trained
+    text = evaluate_summary(info)
+    assert "track mIoU (later frames)" in text and "visibility F1" in text and "(baseline " in text

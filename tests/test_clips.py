@@ -186,6 +186,23 @@ def test_single_image_families_are_refused_and_every_image_counts(sav_dataset: P
     assert not errors and any("after 64 image tokens" in w for w in warnings), (errors, warnings)
 
 
+@pytest.mark.parametrize("family", ["paligemma", "tiny-florence2", "paligemma2-3b"])
+def test_convert_refuses_video_tasks_for_a_single_image_family(family: str, fixtures_dir: Path,
+                                                                tmp_path: Path) -> None:
+    """The rule of the training config, already at convert (CLI and app): one line, nothing written."""
+    from pipeline.ingest import check_video_options, convert
+
+    with pytest.raises(UserError, match=r"^tasks track, count_unique show the model 3 frames per example, but "
+                                        rf"{family}.* takes one image per example"):
+        convert(fixtures_dir / SAV, tmp_path / "ds", tasks=["grounding", "track", "count_unique"], family=family,
+                clip_frames=3)
+    assert not (tmp_path / "ds").exists()
+    check_video_options(["grounding"], family)  # frame tasks stay fine
+    check_video_options(["track"], "json")  # a convention several families share: the training config decides
+    with pytest.raises(UserError, match="--keep-share only applies with --drop-fragments"):
+        check_video_options(["track"], "tiny-smolvlm", keep_share=0.1)
+
+
 def test_collator_and_model_take_a_clip() -> None:
     import torch
     from PIL import Image

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import UserError
 from ..home import home_dir
 from ..uploads import staged_inputs
-
-if TYPE_CHECKING:
-    pass
 from .common import DEFAULT_MODEL, DEFAULT_TASKS, check_name, dataset_dir
 
 
@@ -21,7 +18,8 @@ def convert_inputs(files: Sequence[str | Path] | None, name: str, *, sample: boo
                    labels: dict[int, str] | None = None, tasks: Sequence[str] = DEFAULT_TASKS,
                    family: str = DEFAULT_MODEL, every: int = 1, max_frames: int | None = None,
                    overwrite: bool = False, progress: bool = False, allow_overlay_frames: bool = False,
-                   include_auto: bool = False, seed: int = 0) -> dict[str, Any]:
+                   include_auto: bool = False, seed: int = 0, clip_frames: int = 4, clip_stride: int | None = None,
+                   drop_fragments: bool = False, keep_share: float | None = None) -> dict[str, Any]:
     """Convert uploads (or the sample) into STUDIO_HOME/datasets/<name>; names typed in the editor win (every
     option of `python -m pipeline convert` is a keyword here)."""
     from ..ingest import convert
@@ -38,10 +36,11 @@ def convert_inputs(files: Sequence[str | Path] | None, name: str, *, sample: boo
                           every=int(every or 1), max_frames=int(max_frames) if max_frames else None,
                           progress=progress, overwrite=overwrite, family=family or DEFAULT_MODEL,
                           allow_overlay_frames=bool(allow_overlay_frames), include_auto=bool(include_auto),
-                          seed=int(seed or 0))
+                          seed=int(seed or 0), clip_frames=clip_frames, clip_stride=clip_stride,
+                          drop_fragments=bool(drop_fragments), keep_share=keep_share)
     return {"dataset": name, "frames": summary.frames, "objects": summary.objects, "labels": summary.labels,
             "videos": summary.videos, "issues": summary.issues, "warnings": summary.warnings[:20],
-            "files": summary.files}
+            "files": summary.files, "fragments": summary.fragments}
 
 
 # -- Quality & Split tab ---------------------------------------------------------------------------------------

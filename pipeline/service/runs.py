@@ -22,9 +22,11 @@ def submit_convert(files: Sequence[str | Path] | None, name: str, *, sample: boo
                    labels: dict[int, str] | None = None, tasks: Sequence[str] = DEFAULT_TASKS,
                    family: str = DEFAULT_MODEL, every: int = 1, overwrite: bool = False,
                    max_frames: int | None = None, seed: int = 0, include_auto: bool = False,
-                   allow_overlay_frames: bool = False) -> dict[str, Any]:
+                   allow_overlay_frames: bool = False, clip_frames: int = 4, clip_stride: int | None = None,
+                   drop_fragments: bool = False, keep_share: float | None = None) -> dict[str, Any]:
     """Queue a conversion job (uploads are copied into its folder; the options are `convert_inputs`'); returns the
-    job at once."""
+    job at once. Bad clip / fragment options, or video tasks for a single-image family, are refused now."""
+    from ..ingest import check_video_options
     from ..steps import prepare_step
 
     name = check_name(name, "dataset name")
@@ -33,11 +35,15 @@ def submit_convert(files: Sequence[str | Path] | None, name: str, *, sample: boo
         raise UserError(f"a dataset named {name!r} already exists: choose another name or tick 'replace'")
     if not sample and not [f for f in files or [] if f]:
         raise UserError("upload an export (ZIP, JSON, JSONL, with its video or frames) or pick the built-in sample")
+    check_video_options(list(tasks or DEFAULT_TASKS), family or DEFAULT_MODEL, clip_frames, clip_stride,
+                        drop_fragments, keep_share)
     params = {"files": [str(f) for f in files or [] if f], "name": name, "sample": bool(sample),
               "labels": {str(k): v for k, v in (labels or {}).items()}, "tasks": list(tasks or DEFAULT_TASKS),
               "family": family or DEFAULT_MODEL, "every": int(every or 1), "overwrite": bool(overwrite),
               "max_frames": int(max_frames) if max_frames else None, "seed": int(seed or 0),
-              "include_auto": bool(include_auto), "allow_overlay_frames": bool(allow_overlay_frames)}
+              "include_auto": bool(include_auto), "allow_overlay_frames": bool(allow_overlay_frames),
+              "clip_frames": clip_frames, "clip_stride": clip_stride, "drop_fragments": bool(drop_fragments),
+              "keep_share": keep_share}
     params["sample_options"] = sample_options() if sample else None  # the job generates it the app's way
     return _submit(prepare_step("convert", params, name=f"convert {name}"))
 
