@@ -15,11 +15,14 @@ from .errors import UserError
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "tiny-smolvlm": {},
     "tiny-llava": {},
-    "tiny-qwen2-vl": {},
+    # three digits per coordinate (0-1000): 0.25 held-out mIoU after 1,000 steps, 0.70 after 2,000 (docs/DEMO.md)
+    "tiny-qwen2-vl": {"training": {"max_steps": 2000}},
     "tiny-qwen2.5-vl": {},
     "tiny-qwen3-vl": {},
     "tiny-paligemma": {},
-    "tiny-florence2": {},
+    # at 2e-3 the encoder-decoder sat on a plateau (loss ~1.6) for 500 to 1,000 steps, or never left it; at 1e-3 it
+    # leaves it by step 750 (docs/DEMO.md)
+    "tiny-florence2": {"training": {"learning_rate": 1e-3}},
     "tiny-llava-onevision": {},
 }
 

@@ -166,3 +166,21 @@ def test_short_track_demo_names_its_baseline(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="tiny-florence2 .florence2. takes one image per example"):
         run_demo(tmp_path / "single", task="track", model="tiny-florence2")  # refused before anything is made
     assert not (tmp_path / "single").exists()
+
+
+def test_recipes_change_only_what_their_family_needs(studio_home: Path) -> None:
+    """The recipes on top of cpu_demo: Florence-2 at a lower learning rate, Qwen2-VL for 2,000 steps, the rest as
+    the preset; every recipe names a tiny model the demo accepts."""
+    from pipeline.demo_recipes import RECIPES, apply_recipe, check_demo_model
+    from pipeline.presets import get_preset
+
+    def config(model: str):
+        return apply_recipe(get_preset("cpu_demo", model=model, data=str(studio_home), out=str(studio_home / "r")),
+                            model)
+
+    preset = get_preset("cpu_demo", model="tiny-smolvlm", data=str(studio_home), out=str(studio_home / "r"))
+    florence, qwen2, smol = config("tiny-florence2"), config("tiny-qwen2-vl"), config("tiny-smolvlm")
+    assert florence.training.learning_rate == 1e-3 and florence.training.max_steps == preset.training.max_steps
+    assert qwen2.training.max_steps == 2000 and qwen2.training.learning_rate == preset.training.learning_rate
+    assert smol.training == preset.training
+    assert all(check_demo_model(model).tiny for model in RECIPES)
