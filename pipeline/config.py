@@ -37,6 +37,8 @@ class DataSection(_Section):
     max_pixels: int | None = None
     max_train_samples: int | None = None
     max_eval_samples: int | None = 64
+    # the split to train on; a GRPO stage can take a split held back from its parent's training (`rl`, holdout.py)
+    train_split: str = "train"
 
 
 class TrainingSection(_Section):

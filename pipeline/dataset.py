@@ -163,11 +163,12 @@ class Dataset:
             raise UserError(f"no {name} split ({SPLITS_DIR}/{path.name}); the dataset has: {have}", self.root)
         return read_lines(path)[0]
 
-    def train_val(self) -> tuple[list[FrameRecord], list[FrameRecord]]:
-        """(train, val) records: the saved splits when there are, else every record to train on and no val."""
-        if split_path(self.root, "train").is_file():
+    def train_val(self, train_split: str = "train") -> tuple[list[FrameRecord], list[FrameRecord]]:
+        """(train, val) records: the saved splits when there are (`train_split` to train on), else every record to
+        train on and no val."""
+        if train_split != "train" or split_path(self.root, "train").is_file():
             names = self.split_names()
-            return self.split("train"), self.split("val") if "val" in names else []
+            return self.split(train_split), self.split("val") if "val" in names else []
         return self.records(), []
 
     def fingerprint(self) -> str | None:

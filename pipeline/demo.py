@@ -46,7 +46,10 @@ EVAL_LIMIT = 200  # held-out examples scored per model (a fixed, seeded subset)
 EVAL_BATCH = 32
 STAGES = ("sample", "convert", "validate", "split", "train", "evaluate", "export")
 RL_STAGES = ("sample", "convert", "validate", "split", "train", "grpo", "evaluate", "export")
-RL_PRESET = "grpo_cpu_demo"  # `demo --rl`: GRPO on the same training split after the SFT stage
+RL_PRESET = "grpo_cpu_demo"  # `demo --rl`: GRPO after the SFT stage
+# `demo --rl`: this share of the training videos is held back from SFT as the GRPO stage's prompts (split `rl`):
+# GRPO on the frames SFT learned by heart did not help (docs/DEMO.md, "GRPO stage")
+RL_HOLDOUT = 0.3
 
 
 @dataclass
@@ -302,6 +305,8 @@ def _run_stages(folder: Path, summary: DemoSummary, steps: int | None, sample: d
         "the end of the video, after the training frames and a guard gap (temporal split)"
     done(", ".join(f"{name} {split.counts.get(name, 0)} frames / {len(split.videos.get(name, []))} videos"
                    for name in ("train", "val", "test")))
+    if summary.rl:
+        _hold_out(dataset, summary, echo)
 
     run = _train(folder, summary, dataset, steps, echo)
     if summary.rl:
@@ -360,14 +365,25 @@ def _train(folder: Path, summary: DemoSummary, dataset: Path, steps: int | None,
     return run
 
 
+def _hold_out(dataset: Path, summary: DemoSummary, echo: Callable[[str], None]) -> None:
+    """`--rl`: hold RL_HOLDOUT of the training videos back from SFT; they are the GRPO stage's prompts."""
+    from .holdout import hold_out_videos
+
+    counts = hold_out_videos(dataset, RL_HOLDOUT, "rl", seed=int(SPLIT_OPTIONS["seed"]))
+    summary.data["rl_holdout"] = counts
+    echo(f"  held back for the GRPO stage: {counts['rl']} training frames (split rl, {RL_HOLDOUT:.0%} of the "
+         f"training videos); SFT trains on the other {counts['train']}")
+
+
 def _grpo(folder: Path, summary: DemoSummary, parent: Path, steps: int | None, echo: Callable[[str], None]) -> Path:
-    """The GRPO stage: refine the SFT run on the same training split (preset RL_PRESET) into folder/run-grpo."""
+    """The GRPO stage: refine the SFT run (preset RL_PRESET) on the held-back split `rl` into folder/run-grpo."""
     from .config import set_field
     from .grpo import run_grpo
     from .plan import build_config
 
     run = folder / "run-grpo"
     cfg = build_config(from_run=parent, preset=RL_PRESET, out=run)
+    set_field(cfg, "data.train_split", "rl")
     if steps is not None:
         if steps < 1:
             raise UserError(f"--rl-steps must be at least 1 (got {steps})")

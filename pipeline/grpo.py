@@ -81,7 +81,7 @@ def train_examples(plan: Plan, cfg: TrainConfig) -> list[Example]:
     from .dataset import open_dataset
     from .tasks import build_examples, label_set
 
-    train_records, _ = open_dataset(plan.dataset).train_val()
+    train_records, _ = open_dataset(plan.dataset).train_val(cfg.data.train_split)
     built = build_examples(train_records, plan.tasks, plan.spec.convention, seed=int(plan.meta.get("seed", 0)),
                            label_set=label_set(plan.meta), max_pixels=cfg.data.max_pixels)
     by_id = {ex.id: ex for ex in built}

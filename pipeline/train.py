@@ -142,7 +142,7 @@ def plan_run(cfg: TrainConfig, resume: bool = False, hardware: Hardware | None =
     opened = open_dataset(dataset)
     spec, meta, cap = get_spec(cfg.model.name), opened.meta, cfg.data.max_pixels
     tasks = cfg.data.tasks or meta.get("tasks") or ["grounding"]
-    train_records, val_records = opened.train_val()
+    train_records, val_records = opened.train_val(cfg.data.train_split)
     train_rows = _rows(train_records, dataset, tasks, spec, meta, cfg.data.max_train_samples, cap)
     if not train_rows:
         raise UserError(f"no training examples for tasks {', '.join(tasks)}", dataset)

@@ -184,3 +184,25 @@ def test_recipes_change_only_what_their_family_needs(studio_home: Path) -> None:
     assert qwen2.training.max_steps == 2000 and qwen2.training.learning_rate == preset.training.learning_rate
     assert smol.training == preset.training
     assert all(check_demo_model(model).tiny for model in RECIPES)
+
+
+@pytest.mark.slow
+def test_short_rl_demo_refines_on_videos_held_back_from_sft(tmp_path: Path) -> None:
+    """demo --rl, shortened: SFT trains without the held-back videos, GRPO's prompts are exactly them, and the
+    summary has both held-out scores (same examples) and the GRPO seconds."""
+    from pipeline.dataset import open_dataset
+
+    out = tmp_path / "rl"
+    run_demo(out, steps=2, sample=SHORT, eval_limit=4, echo=lambda line: None, progress=False, rl=True, rl_steps=2)
+    data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert data["rl_steps"] == 2 and data["rl_seconds"] > 0
+    assert data["sft_miou"] == data["metrics"]["model"]["miou"] and data["rl_miou"] == data["metrics"]["rl"]["miou"]
+    dataset = open_dataset(out / "dataset")
+    held, train = dataset.split("rl"), dataset.split("train")
+    assert data["data"]["rl_holdout"] == {"train": len(train), "rl": len(held)} and held and train
+    assert {r.video_id for r in held}.isdisjoint({r.video_id for r in train})
+    grpo = (out / "run-grpo" / "config.yaml").read_text(encoding="utf-8")
+    assert "train_split: rl" in grpo
+    sft = json.loads((out / "run" / "studio.json").read_text(encoding="utf-8"))["train_examples"]
+    rl = json.loads((out / "run-grpo" / "studio.json").read_text(encoding="utf-8"))["train_examples"]
+    assert 0 < sft <= len(train) and 0 < rl <= len(held)  # one example per annotated frame of its own split

@@ -197,3 +197,29 @@ def test_a_failed_split_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="missing"):
         split_dataset(root, "random")
     assert not (root / "splits").exists() and not (root / "split.yaml").exists()
+
+
+def test_held_back_videos_form_their_own_split_and_can_be_trained_on(tmp_path: Path) -> None:
+    """hold_out_videos moves whole train videos into a split of their own (seeded); data.train_split reads it."""
+    from pipeline.config import TrainConfig
+    from pipeline.holdout import hold_out_videos
+
+    frames = [(f"video{n % 16}", n // 16, ["car"]) for n in range(160)]
+    root = build(tmp_path / "ds", frames)
+    split_dataset(root, "temporal", seed=1)
+    before = open_dataset(root).split("train")
+    counts = hold_out_videos(root, 0.3, "rl", seed=5)
+    dataset = open_dataset(root)
+    train, held = dataset.split("train"), dataset.split("rl")
+    assert counts == {"train": len(train), "rl": len(held)} and len(train) + len(held) == len(before)
+    assert {r.video_id for r in train}.isdisjoint({r.video_id for r in held})
+    assert len({r.video_id for r in held}) == round(0.3 * len({r.video_id for r in before}))
+    assert {r.id for r in dataset.train_val("rl")[0]} == {r.id for r in held}
+    assert [r.id for r in dataset.train_val()[1]] == [r.id for r in dataset.split("val")]
+    assert TrainConfig().data.train_split == "train"
+    with pytest.raises(UserError, match="no nope split"):
+        dataset.train_val("nope")
+    with pytest.raises(UserError, match="between 0 and 1"):
+        hold_out_videos(root, 1.0)
+    with pytest.raises(UserError, match="a name of its own"):
+        hold_out_videos(root, 0.3, "val")
