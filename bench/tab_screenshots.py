@@ -27,6 +27,13 @@ def pick(page: object, selector: str, text: str) -> None:
     page.keyboard.press("Enter")  # type: ignore[attr-defined]
 
 
+def pick_first(page: Any, selector: str) -> None:
+    """Open the dropdown `selector` and choose its first option."""
+    page.click(f"{selector} input")
+    page.wait_for_selector("ul[role=listbox] li")
+    page.locator("ul[role=listbox] li").first.click()
+
+
 def shoot(page: object, path: Path, full_page: bool = False) -> None:
     """Wait until no event is running, scroll to the top, screenshot, then store it as a small 256-colour PNG."""
     from PIL import Image
@@ -87,17 +94,13 @@ def shoot_rest(page: Any, out: Path) -> None:
     time.sleep(1)
     shoot(page, out / "tab-train.png")
     page.get_by_role("tab", name="Evaluate").click()
-    page.click("#eval-run input")
-    page.locator("ul[role=listbox] li").first.click()
+    pick_first(page, "#eval-run")
     page.wait_for_selector("#evaluate-status [data-status=ok]")
     page.wait_for_selector("#eval-gallery img")
     shoot(page, out / "tab-evaluate.png")
     page.get_by_role("tab", name="Try").click()
-    page.click("#try-run input")
-    page.locator("ul[role=listbox] li").first.click()
-    page.click("#try-frame input")
-    page.wait_for_selector("ul[role=listbox] li")
-    page.locator("ul[role=listbox] li").first.click()
+    pick_first(page, "#try-run")
+    pick_first(page, "#try-frame")
     page.wait_for_selector("#try-image img")
     page.click("#try")
     page.wait_for_selector("#try-base img")
@@ -106,8 +109,7 @@ def shoot_rest(page: Any, out: Path) -> None:
     page.wait_for_selector("#experiments-status [data-status=ok]")
     shoot(page, out / "tab-experiments.png")
     page.get_by_role("tab", name="Export").click()
-    page.click("#export-run input")
-    page.locator("ul[role=listbox] li").first.click()
+    pick_first(page, "#export-run")
     page.wait_for_selector("#export-status [data-status=ok]")
     shoot(page, out / "tab-export.png")
 

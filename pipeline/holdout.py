@@ -8,18 +8,13 @@ Videos move as a whole, so no video straddles the two splits.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 from .atomic import atomic_write_text
 from .dataset import open_dataset, split_path
 from .errors import UserError
-from .records import FrameRecord
-
-
-def _lines(records: list[FrameRecord]) -> str:
-    return "".join(json.dumps(r.to_dict(), separators=(",", ":")) + "\n" for r in records)
+from .records import records_text
 
 
 def hold_out_videos(dataset_dir: str | Path, share: float, name: str = "rl", seed: int = 0) -> dict[str, int]:
@@ -37,6 +32,6 @@ def hold_out_videos(dataset_dir: str | Path, share: float, name: str = "rl", see
     held = set(random.Random(seed).sample(videos, count))
     kept = [r for r in train if r.video_id not in held]
     back = [r for r in train if r.video_id in held]
-    atomic_write_text(split_path(root, name), _lines(back))
-    atomic_write_text(split_path(root, "train"), _lines(kept))  # last: an interrupted run leaves train whole
+    atomic_write_text(split_path(root, name), records_text(back))
+    atomic_write_text(split_path(root, "train"), records_text(kept))  # last: an interrupted run leaves train whole
     return {"train": len(kept), name: len(back)}

@@ -49,12 +49,22 @@ class FrameRecord:
         return [obj.label for obj in self.objects]
 
 
+def record_line(record: FrameRecord) -> str:
+    """One record as a JSON line (records.jsonl, splits/*.jsonl)."""
+    return json.dumps(record.to_dict(), separators=(",", ":")) + "\n"
+
+
+def records_text(records: Iterable[FrameRecord]) -> str:
+    """Records as JSON-lines text (for an atomic write)."""
+    return "".join(record_line(r) for r in records)
+
+
 def write_records(records: Iterable[FrameRecord], path: str | Path) -> int:
     """Write records as JSON lines; returns how many were written."""
     count = 0
     with open(path, "w", encoding="utf-8") as handle:
         for record in records:
-            handle.write(json.dumps(record.to_dict(), separators=(",", ":")) + "\n")
+            handle.write(record_line(record))
             count += 1
     return count
 

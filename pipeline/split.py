@@ -14,7 +14,6 @@ a single video is cut into contiguous time blocks train | val | test with a guar
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from .atomic import atomic_write_text
 from .dataset import open_dataset, records_path, split_config_path, split_path
 from .errors import UserError
 from .quality_context import duplicate_groups, image_infos
-from .records import FrameRecord
+from .records import FrameRecord, records_text
 
 SPLITS = ("train", "val", "test")
 STRATEGIES = ("random", "stratified", "temporal")
@@ -383,10 +382,9 @@ def _write(root: Path, records: list[FrameRecord], result: SplitResult, meta: di
                            tasks=list(meta.get("tasks") or ["grounding"]), seed=int(meta.get("seed") or 0),
                            max_pixels=meta.get("max_pixels"), clips=clip_options(meta), fps=video_fps(meta))
     for split, chosen in by_split.items():
-        text = "".join(json.dumps(r.to_dict(), separators=(",", ":")) + "\n" for r in chosen)
         path = split_path(root, split)
         path.parent.mkdir(exist_ok=True)
-        atomic_write_text(path, text)
+        atomic_write_text(path, records_text(chosen))
         result.paths[split] = str(path)
     header = (f"# Written by sam2-vlm-studio {__version__}. Reproduce this split exactly with:\n"
               f"#   python -m pipeline split {root} --config {split_config_path(root)}\n")

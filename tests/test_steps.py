@@ -17,19 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_celery import make_dataset
+from test_celery import make_dataset, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTED = Path(__file__).parent / "helpers" / "scripted_trainer.py"
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 180.0) -> Any:
-    end = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-    return value
 
 
 def events(job: Any) -> list[dict[str, Any]]:
